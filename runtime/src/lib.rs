@@ -1,1 +1,22 @@
-pub fn x() {}
+//! An OCI runtime library: it creates, starts, signals and destroys containers from an OCI bundle,
+//! with namespaces, mounts, `pivot_root` and cgroups. It knows nothing of containerd; the shim and the
+//! runc-compatible CLI are its callers.
+//!
+//! How processes are started without running Rust code after `clone` in a threaded caller is
+//! described in [`process`].
+
+pub mod cgroups;
+pub mod container;
+pub mod error;
+pub mod mounts;
+pub mod process;
+mod rootfs;
+pub mod spec;
+pub mod state;
+pub mod sys;
+
+pub use container::{Container, CreateOptions, Runtime, Stdio};
+pub use error::{Error, Result};
+pub use mounts::RootfsMount;
+pub use process::run_helper_if_requested;
+pub use state::State;

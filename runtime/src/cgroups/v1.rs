@@ -1,0 +1,172 @@
+//! Resource limits and freezing on cgroup v1 hierarchies.
+
+use std::fs;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use oci_spec::runtime::{LinuxDeviceCgroup, LinuxResources};
+
+use super::Cgroup;
+use crate::error::{Context, Error, Result};
+
+/// Devices every container may use, whatever its spec says (runc grants the same): the standard
+/// character devices and pseudo-terminals.
+const ALWAYS_ALLOWED_DEVICES: &[&str] = &[
+    "c 1:3 rwm",   // null
+    "c 1:5 rwm",   // zero
+    "c 1:7 rwm",   // full
+    "c 1:8 rwm",   // random
+    "c 1:9 rwm",   // urandom
+    "c 5:0 rwm",   // tty
+    "c 5:1 rwm",   // console
+    "c 5:2 rwm",   // ptmx
+    "c 136:* rwm", // pts
+    "c 10:200 rwm", // net/tun
+];
+
+/// A new cpuset group starts with empty `cpus`/`mems`, which refuses every process: copy the parent's.
+pub(super) fn inherit_cpuset(dir: &Path) -> Result<()> {
+    let parent = dir.parent().unwrap_or(dir);
+    for file in ["cpuset.cpus", "cpuset.mems"] {
+        let own = fs::read_to_string(dir.join(file)).context(|| format!("read {}", dir.join(file).display()))?;
+        if own.trim().is_empty() {
+            let inherited = fs::read_to_string(parent.join(file))
+                .context(|| format!("read {}", parent.join(file).display()))?;
+            write(dir, file, inherited.trim())?;
+        }
+    }
+    Ok(())
+}
+
+fn write(dir: &Path, file: &str, value: &str) -> Result<()> {
+    let path = dir.join(file);
+    fs::write(&path, value).context(|| format!("write {value:?} to {}", path.display()))
+}
+
+/// Writes a value only when the hierarchy's file exists (swap accounting may be off, for example).
+fn write_if_present(dir: &Path, file: &str, value: &str) -> Result<()> {
+    if dir.join(file).exists() {
+        write(dir, file, value)
+    } else {
+        Ok(())
+    }
+}
+
+/// Applies the spec's resources to the container's group.
+pub fn apply(cgroup: &Cgroup, resources: &LinuxResources) -> Result<()> {
+    if let (Some(dir), Some(memory)) = (cgroup.dir_of("memory"), resources.memory()) {
+        if let Some(limit) = memory.limit() {
+            write(dir, "memory.limit_in_bytes", &limit.to_string())?;
+        }
+        if let Some(reservation) = memory.reservation() {
+            write(dir, "memory.soft_limit_in_bytes", &reservation.to_string())?;
+        }
+        if let Some(swap) = memory.swap() {
+            write_if_present(dir, "memory.memsw.limit_in_bytes", &swap.to_string())?;
+        }
+        if let Some(swappiness) = memory.swappiness() {
+            if swappiness > 100 {
+                return Err(Error::spec("linux.resources.memory.swappiness", format!("{swappiness} is above 100")));
+            }
+            write(dir, "memory.swappiness", &swappiness.to_string())?;
+        }
+        if memory.disable_oom_killer() == Some(true) {
+            write(dir, "memory.oom_control", "1")?;
+        }
+    }
+    if let Some(cpu) = resources.cpu() {
+        if let Some(dir) = cgroup.dir_of("cpu") {
+            if let Some(shares) = cpu.shares() {
+                write(dir, "cpu.shares", &shares.to_string())?;
+            }
+            if let Some(period) = cpu.period() {
+                write(dir, "cpu.cfs_period_us", &period.to_string())?;
+            }
+            if let Some(quota) = cpu.quota() {
+                write(dir, "cpu.cfs_quota_us", &quota.to_string())?;
+            }
+        }
+        if let Some(dir) = cgroup.dir_of("cpuset") {
+            if let Some(cpus) = cpu.cpus().as_deref().filter(|c| !c.is_empty()) {
+                write(dir, "cpuset.cpus", cpus)?;
+            }
+            if let Some(mems) = cpu.mems().as_deref().filter(|m| !m.is_empty()) {
+                write(dir, "cpuset.mems", mems)?;
+            }
+        }
+    }
+    if let (Some(dir), Some(pids)) = (cgroup.dir_of("pids"), resources.pids()) {
+        let limit = if pids.limit() > 0 { pids.limit().to_string() } else { "max".to_owned() };
+        write(dir, "pids.max", &limit)?;
+    }
+    if let (Some(dir), Some(rules)) = (cgroup.dir_of("devices"), resources.devices()) {
+        apply_device_rules(dir, rules)?;
+    }
+    Ok(())
+}
+
+/// Writes the spec's device rules in order, then the devices every container keeps.
+fn apply_device_rules(dir: &Path, rules: &[LinuxDeviceCgroup]) -> Result<()> {
+    for rule in rules {
+        let file = if rule.allow() { "devices.allow" } else { "devices.deny" };
+        write(dir, file, &device_rule(rule))?;
+    }
+    for rule in ALWAYS_ALLOWED_DEVICES {
+        write(dir, "devices.allow", rule)?;
+    }
+    Ok(())
+}
+
+/// `type major:minor access`, with `*` for what the rule leaves open; a rule for all devices is `a`.
+fn device_rule(rule: &LinuxDeviceCgroup) -> String {
+    let typ = rule.typ().map(|t| t.as_str().to_owned()).unwrap_or_else(|| "a".into());
+    let number = |n: Option<i64>| n.map_or("*".to_owned(), |n| n.to_string());
+    let access = rule.access().clone().unwrap_or_else(|| "rwm".into());
+    if typ == "a" && rule.major().is_none() && rule.minor().is_none() {
+        return format!("a *:* {access}");
+    }
+    format!("{typ} {}:{} {access}", number(rule.major()), number(rule.minor()))
+}
+
+/// Freezes or thaws a freezer group and waits until the kernel reports the new state.
+pub fn set_frozen(dir: &Path, frozen: bool) -> Result<()> {
+    let want = if frozen { "FROZEN" } else { "THAWED" };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        write(dir, "freezer.state", want)?;
+        let state = fs::read_to_string(dir.join("freezer.state")).context(|| format!("read {}/freezer.state", dir.display()))?;
+        if state.trim() == want {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(Error::io(
+                format!("set {}/freezer.state to {want}", dir.display()),
+                std::io::Error::new(std::io::ErrorKind::TimedOut, format!("still {}", state.trim())),
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use oci_spec::runtime::{LinuxDeviceCgroupBuilder, LinuxDeviceType};
+
+    #[test]
+    fn device_rules_use_the_kernel_syntax() {
+        let deny_all = LinuxDeviceCgroupBuilder::default().allow(false).access("rwm").build().unwrap();
+        assert_eq!(device_rule(&deny_all), "a *:* rwm");
+        let fuse = LinuxDeviceCgroupBuilder::default()
+            .allow(true)
+            .typ(LinuxDeviceType::C)
+            .major(10)
+            .minor(229)
+            .access("rw")
+            .build()
+            .unwrap();
+        assert_eq!(device_rule(&fuse), "c 10:229 rw");
+        let all_block = LinuxDeviceCgroupBuilder::default().allow(true).typ(LinuxDeviceType::B).build().unwrap();
+        assert_eq!(device_rule(&all_block), "b *:* rwm");
+    }
+}

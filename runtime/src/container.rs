@@ -1,0 +1,384 @@
+//! A container's lifecycle as seen by the runtime's caller: create (everything up to the user's
+//! program), start, signal, destroy. State lives in a directory the caller chooses, so any later
+//! process can pick the container up again with [`Container::load`].
+
+use std::fs::{self, File};
+use std::io::Read;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use nix::fcntl::{open, OFlag};
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::stat::Mode;
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+
+use crate::cgroups::{self, Cgroup};
+use crate::error::{Context, Error, Result};
+use crate::mounts::{mount_rootfs, unmount_recursive, RootfsMount};
+use crate::process::channel::{Channel, Report};
+use crate::process::init::InitPlan;
+use crate::process::{spawn, HELPER_ARG};
+use crate::spec;
+use crate::state::{validate_id, State, EXEC_FIFO};
+
+/// How long the init may take to set up the container before create gives up.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long start waits for the init to pass the exec fifo and exec the program.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long destroy waits for the container's processes to die.
+const DESTROY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Where the helper binary is: an executable whose `main` calls
+/// [`crate::process::run_helper_if_requested`] first. The shim and the CLI use themselves.
+#[derive(Debug, Clone)]
+pub struct Runtime {
+    pub helper: PathBuf,
+}
+
+impl Default for Runtime {
+    fn default() -> Self {
+        Runtime { helper: PathBuf::from("/proc/self/exe") }
+    }
+}
+
+/// The container's standard streams: what its init gets as descriptors 0, 1 and 2.
+pub struct Stdio {
+    pub stdin: OwnedFd,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+}
+
+impl Stdio {
+    /// All three on `/dev/null`.
+    pub fn null() -> Result<Stdio> {
+        let null = || -> Result<OwnedFd> {
+            Ok(File::options().read(true).write(true).open("/dev/null").context(|| "open /dev/null".into())?.into())
+        };
+        Ok(Stdio { stdin: null()?, stdout: null()?, stderr: null()? })
+    }
+}
+
+pub struct CreateOptions<'a> {
+    pub id: &'a str,
+    pub bundle: &'a Path,
+    /// A directory that does not exist yet; the runtime creates it and keeps the container's state there.
+    pub state_dir: PathBuf,
+    /// Mounts that make up the root filesystem, mounted at the spec's root path; empty = use that path as is.
+    pub rootfs_mounts: &'a [RootfsMount],
+    pub stdio: Stdio,
+}
+
+/// A created (or started) container.
+pub struct Container {
+    state: State,
+    state_dir: PathBuf,
+    /// The init's end of the control channel, while this process holds it (the creator, until start).
+    control: Option<Channel>,
+}
+
+impl Container {
+    /// Creates the container up to the point where only the user's program is missing: namespaces,
+    /// cgroup, mounts and `pivot_root` are done and the init waits for [`Container::start`]. On any
+    /// failure everything made so far is undone.
+    pub fn create(runtime: &Runtime, options: CreateOptions<'_>) -> Result<Container> {
+        validate_id(options.id)?;
+        let spec = spec::load(options.bundle)?;
+        spec::validate(&spec)?;
+        if spec.process().as_ref().and_then(|p| p.terminal()) == Some(true) {
+            return Err(Error::Unsupported("process.terminal: terminals are not supported yet".into()));
+        }
+        match fs::create_dir(&options.state_dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(Error::AlreadyExists(options.id.to_owned())),
+            Err(e) => return Err(Error::io(format!("create state directory {}", options.state_dir.display()), e)),
+        }
+        let mut undo = Undo { state_dir: Some(options.state_dir.clone()), ..Undo::default() };
+        let result = create_in(runtime, &spec, &options, &mut undo);
+        match result {
+            Ok(state) => {
+                undo.disarm();
+                Ok(Container { state, state_dir: options.state_dir, control: None }.with_control(undo.control.take()))
+            }
+            Err(e) => {
+                undo.run();
+                Err(e)
+            }
+        }
+    }
+
+    fn with_control(mut self, control: Option<Channel>) -> Container {
+        self.control = control;
+        self
+    }
+
+    /// Picks up a container from its state directory.
+    pub fn load(state_dir: &Path) -> Result<Container> {
+        let state = State::load(state_dir)?;
+        Ok(Container { state, state_dir: state_dir.to_owned(), control: None })
+    }
+
+    pub fn state(&self) -> &State {
+        &self.state
+    }
+
+    pub fn id(&self) -> &str {
+        &self.state.id
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.state.pid
+    }
+
+    pub fn cgroup(&self) -> Option<&Cgroup> {
+        self.state.cgroup.as_ref()
+    }
+
+    /// Whether the init still waits for start.
+    pub fn is_created(&self) -> bool {
+        self.state_dir.join(EXEC_FIFO).exists() && self.state.init_is_alive()
+    }
+
+    /// Lets the init exec the user's program. Returns once the program runs (or, when another
+    /// process created the container, once the init passed the exec fifo).
+    pub fn start(&mut self) -> Result<()> {
+        let fifo_path = self.state_dir.join(EXEC_FIFO);
+        let fifo = match open(&fifo_path, OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(nix::errno::Errno::ENOENT) => {
+                return Err(Error::State { id: self.state.id.clone(), reason: "already started".into() })
+            }
+            Err(e) => return Err(Error::io(format!("open {}", fifo_path.display()), e)),
+        };
+        let passed = wait_for_byte(&fifo, START_TIMEOUT);
+        let _ = fs::remove_file(&fifo_path);
+        match passed {
+            Ok(true) => {}
+            Ok(false) => {
+                return Err(self.failure_from_init().unwrap_or_else(|| Error::State {
+                    id: self.state.id.clone(),
+                    reason: "the container's init exited before it was started".into(),
+                }))
+            }
+            Err(e) => return Err(Error::io(format!("container {}: wait for the init at start", self.state.id), e)),
+        }
+        match self.failure_from_init() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// After start: reads the control channel until the init's exec closes it, or the init reports why
+    /// the exec failed.
+    fn failure_from_init(&mut self) -> Option<Error> {
+        let mut control = self.control.take()?;
+        match control.receive::<Report>(Some(START_TIMEOUT)) {
+            Ok(Some((Report::Failed(reason), _))) => Some(Error::Init(reason)),
+            Ok(_) => None,
+            Err(e) => Some(Error::io(format!("container {}: wait for exec", self.state.id), e)),
+        }
+    }
+
+    /// Sends `signal` to the init, or with `all` to every process of the container.
+    pub fn signal(&self, signal: u32, all: bool) -> Result<()> {
+        if all {
+            if let Some(cgroup) = &self.state.cgroup {
+                return cgroup.signal_all(signal);
+            }
+        }
+        if !self.state.init_is_alive() {
+            return Err(Error::State { id: self.state.id.clone(), reason: "the init process is not running".into() });
+        }
+        crate::sys::send_signal(self.state.pid, signal)
+            .map_err(|e| Error::io(format!("container {}: signal {signal} to pid {}", self.state.id, self.state.pid), e))
+    }
+
+    /// Pids of every process of the container.
+    pub fn processes(&self) -> Vec<u32> {
+        match &self.state.cgroup {
+            Some(cgroup) => cgroup.processes(),
+            None if self.state.init_is_alive() => vec![self.state.pid],
+            None => vec![],
+        }
+    }
+
+    /// Kills whatever is left of the container, removes its cgroup, unmounts its rootfs and removes its
+    /// state directory. Safe to repeat and to run after a crash: what is already gone is skipped.
+    pub fn destroy(self) -> Result<()> {
+        destroy_state(&self.state)?;
+        remove_state_dir(&self.state_dir)
+    }
+}
+
+/// Destroys the container recorded in `state_dir`, tolerating a directory or state that is missing.
+/// Returns the recorded state, if there was one.
+pub fn destroy_from_dir(state_dir: &Path) -> Result<Option<State>> {
+    let state = match State::load(state_dir) {
+        Ok(state) => state,
+        Err(e) if e.is_io_kind(std::io::ErrorKind::NotFound) => {
+            remove_state_dir(state_dir)?;
+            return Ok(None);
+        }
+        Err(e) => return Err(e),
+    };
+    destroy_state(&state)?;
+    remove_state_dir(state_dir)?;
+    Ok(Some(state))
+}
+
+fn destroy_state(state: &State) -> Result<()> {
+    match &state.cgroup {
+        Some(cgroup) => cgroup.destroy(DESTROY_TIMEOUT)?,
+        None if state.init_is_alive() => {
+            let _ = crate::sys::send_signal(state.pid, libc::SIGKILL as u32);
+        }
+        None => {}
+    }
+    if state.rootfs_mounted {
+        unmount_recursive(&state.rootfs)?;
+    }
+    Ok(())
+}
+
+fn remove_state_dir(dir: &Path) -> Result<()> {
+    match fs::remove_dir_all(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(format!("remove {}", dir.display()), e)),
+    }
+}
+
+/// What create has made so far, undone in reverse when create fails.
+#[derive(Default)]
+struct Undo {
+    state_dir: Option<PathBuf>,
+    rootfs_mounted: Option<PathBuf>,
+    cgroup: Option<Cgroup>,
+    pids: Vec<u32>,
+    control: Option<Channel>,
+}
+
+impl Undo {
+    fn disarm(&mut self) {
+        self.state_dir = None;
+        self.rootfs_mounted = None;
+        self.cgroup = None;
+        self.pids.clear();
+    }
+
+    fn run(&mut self) {
+        self.control = None;
+        for pid in self.pids.drain(..) {
+            let _ = crate::sys::send_signal(pid, libc::SIGKILL as u32);
+        }
+        if let Some(cgroup) = self.cgroup.take() {
+            let _ = cgroup.destroy(DESTROY_TIMEOUT);
+        }
+        if let Some(rootfs) = self.rootfs_mounted.take() {
+            let _ = unmount_recursive(&rootfs);
+        }
+        if let Some(dir) = self.state_dir.take() {
+            let _ = remove_state_dir(&dir);
+        }
+    }
+}
+
+fn create_in(runtime: &Runtime, spec: &Spec, options: &CreateOptions<'_>, undo: &mut Undo) -> Result<State> {
+    let id = options.id;
+    let rootfs = spec::rootfs_path(options.bundle, spec);
+    if !options.rootfs_mounts.is_empty() {
+        mount_rootfs(options.rootfs_mounts, &rootfs)?;
+        undo.rootfs_mounted = Some(rootfs.clone());
+    }
+    if !rootfs.is_dir() {
+        return Err(Error::spec("root.path", format!("{} is not a directory", rootfs.display())));
+    }
+
+    let linux = spec.linux().as_ref();
+    let cgroups_path = linux.and_then(|l| l.cgroups_path().as_ref()).map(|p| p.to_string_lossy().into_owned());
+    let cgroup = if cgroups::hierarchies().is_empty() {
+        None
+    } else {
+        let cgroup = Cgroup::create(cgroups_path.as_deref().unwrap_or(&format!("/{id}")))?;
+        undo.cgroup = Some(cgroup.clone());
+        if let Some(resources) = linux.and_then(|l| l.resources().as_ref()) {
+            cgroups::v1::apply(&cgroup, resources)?;
+        }
+        Some(cgroup)
+    };
+
+    let exec_fifo = options.state_dir.join(EXEC_FIFO);
+    nix::unistd::mkfifo(&exec_fifo, Mode::from_bits_truncate(0o600)).context(|| format!("create {}", exec_fifo.display()))?;
+
+    let (mut control, helper_end) = Channel::pair().context(|| "create the control socket".into())?;
+    let helper_end = OwnedFd::from(helper_end);
+    let stdio = &options.stdio;
+    let helper_pid = spawn::spawn_helper(&runtime.helper, &["myshim-init", HELPER_ARG], [&stdio.stdin, &stdio.stdout, &stdio.stderr], &helper_end)
+        .context(|| format!("start the init helper {}", runtime.helper.display()))?;
+    drop(helper_end);
+    undo.pids.push(helper_pid);
+    if let Some(cgroup) = &cgroup {
+        cgroup.add_process(helper_pid)?;
+    }
+    if let Some(score) = spec.process().as_ref().and_then(|p| p.oom_score_adj()) {
+        crate::sys::set_oom_score_adj(helper_pid, score).context(|| format!("process.oomScoreAdj: set {score}"))?;
+    }
+
+    let plan = InitPlan { spec: spec.clone(), rootfs: rootfs.clone(), exec_fifo, cgroup: cgroup.clone() };
+    control.send(&plan).context(|| "send the init plan".into())?;
+    let mut init_pid = helper_pid;
+    loop {
+        match control.receive::<Report>(Some(SETUP_TIMEOUT)).context(|| format!("container {id}: wait for the init"))? {
+            Some((Report::Pid(pid), _)) => {
+                init_pid = pid;
+                undo.pids.push(pid);
+            }
+            Some((Report::Ready, _)) => break,
+            Some((Report::Failed(reason), _)) => return Err(Error::Init(reason)),
+            None => return Err(Error::Init(format!("container {id}: the init exited during setup"))),
+        }
+    }
+
+    let state = State {
+        id: id.to_owned(),
+        bundle: options.bundle.to_owned(),
+        rootfs,
+        rootfs_mounted: undo.rootfs_mounted.is_some(),
+        pid: init_pid,
+        pid_start_time: crate::sys::process_start_time(init_pid).unwrap_or(0),
+        cgroup,
+        private_pid_namespace: spec::namespace(spec, LinuxNamespaceType::Pid) == Some(None),
+        created: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        annotations: spec.annotations().clone().unwrap_or_default(),
+    };
+    state.save(&options.state_dir)?;
+    undo.control = Some(control);
+    Ok(state)
+}
+
+/// Waits until one byte can be read from `fd`: `Ok(false)` when the writer closed without writing.
+fn wait_for_byte(fd: &OwnedFd, timeout: Duration) -> std::io::Result<bool> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() {
+            return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the init did not reach the exec fifo"));
+        }
+        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
+        let timeout = PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX);
+        match poll(&mut fds, timeout) {
+            Ok(0) => continue,
+            Ok(_) => {
+                let mut byte = [0u8; 1];
+                let mut file = File::from(fd.try_clone()?);
+                return match file.read(&mut byte) {
+                    Ok(n) => Ok(n == 1),
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+                    Err(e) => Err(e),
+                };
+            }
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+}

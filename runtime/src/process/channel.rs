@@ -1,0 +1,121 @@
+//! The control channel between the runtime and a helper process: a unix stream socket pair carrying
+//! length-prefixed JSON messages (and, where needed, descriptors as `SCM_RIGHTS`).
+
+use std::io::{self, IoSlice, IoSliceMut, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::time::{Duration, Instant};
+
+use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// Largest message accepted: a spec with a very large environment still fits.
+const MAX_MESSAGE: usize = 16 << 20;
+
+/// What a helper tells the runtime.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Report {
+    /// The host pid of the process that becomes the container's (or exec's) process, when the helper
+    /// had to fork to enter a pid namespace.
+    Pid(u32),
+    /// Set up and waiting to be started.
+    Ready,
+    /// Setup or exec failed; the text says why.
+    Failed(String),
+}
+
+pub(crate) struct Channel {
+    socket: UnixStream,
+}
+
+impl Channel {
+    /// A connected pair: (runtime end, helper end). Both are close-on-exec.
+    pub(crate) fn pair() -> io::Result<(Channel, UnixStream)> {
+        let (ours, theirs) = UnixStream::pair()?;
+        Ok((Channel { socket: ours }, theirs))
+    }
+
+    pub(crate) fn from_stream(socket: UnixStream) -> Channel {
+        Channel { socket }
+    }
+
+    pub(crate) fn send<T: Serialize>(&mut self, message: &T) -> io::Result<()> {
+        self.send_with_fds(message, &[])
+    }
+
+    /// Sends a message, passing `fds` along with its first byte.
+    pub(crate) fn send_with_fds<T: Serialize>(&mut self, message: &T, fds: &[RawFd]) -> io::Result<()> {
+        let body = serde_json::to_vec(message).map_err(io::Error::other)?;
+        let header = (body.len() as u32).to_le_bytes();
+        if fds.is_empty() {
+            self.socket.write_all(&header)?;
+        } else {
+            let cmsg = [ControlMessage::ScmRights(fds)];
+            let sent = sendmsg::<()>(self.socket.as_raw_fd(), &[IoSlice::new(&header)], &cmsg, MsgFlags::empty(), None)?;
+            if sent != header.len() {
+                self.socket.write_all(&header[sent..])?;
+            }
+        }
+        self.socket.write_all(&body)
+    }
+
+    /// Receives one message; `Ok(None)` when the other end closed the channel. Descriptors that came
+    /// with it are returned in order.
+    pub(crate) fn receive<T: DeserializeOwned>(&mut self, timeout: Option<Duration>) -> io::Result<Option<(T, Vec<OwnedFd>)>> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        self.wait_readable(deadline)?;
+        let mut header = [0u8; 4];
+        let mut space = nix::cmsg_space!([RawFd; 4]);
+        let (read, fds) = {
+            let mut iov = [IoSliceMut::new(&mut header)];
+            let msg = recvmsg::<()>(self.socket.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)?;
+            let mut fds = Vec::new();
+            for cmsg in msg.cmsgs()? {
+                if let ControlMessageOwned::ScmRights(received) = cmsg {
+                    // SAFETY: the kernel just installed these descriptors in our table; nobody else owns them.
+                    fds.extend(received.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
+                }
+            }
+            (msg.bytes, fds)
+        };
+        if read == 0 {
+            return Ok(None);
+        }
+        if read < header.len() {
+            self.wait_readable(deadline)?;
+            self.socket.read_exact(&mut header[read..])?;
+        }
+        let len = u32::from_le_bytes(header) as usize;
+        if len > MAX_MESSAGE {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("control message of {len} bytes")));
+        }
+        let mut body = vec![0u8; len];
+        self.wait_readable(deadline)?;
+        self.socket.read_exact(&mut body)?;
+        let message = serde_json::from_slice(&body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        Ok(Some((message, fds)))
+    }
+
+    fn wait_readable(&self, deadline: Option<Instant>) -> io::Result<()> {
+        let Some(deadline) = deadline else { return Ok(()) };
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let timeout = PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX);
+            let mut fds = [PollFd::new(self.socket_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, timeout) {
+                Ok(0) => return Err(io::Error::new(io::ErrorKind::TimedOut, "no answer from the container's init")),
+                Ok(_) => return Ok(()),
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn socket_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.socket.as_fd()
+    }
+}

@@ -1,0 +1,230 @@
+//! The container's filesystem view, built by its init inside the new mount namespace: the spec's
+//! mounts on top of the root filesystem, the default device nodes, `pivot_root` into it with the old
+//! root detached, then masked and read-only paths.
+
+mod devices;
+pub(crate) mod resolve;
+
+use std::fs;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{open, OFlag};
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sys::stat::Mode;
+use nix::unistd::{chdir, fchdir, pivot_root};
+use oci_spec::runtime::{Mount, Spec};
+
+use crate::cgroups::Cgroup;
+use crate::error::{Context, Error, Result};
+use crate::mounts::{mount_with_options, MountOptions, MountTarget};
+use resolve::{ensure, fd_path, same_file, Create};
+
+/// Builds the container's filesystem and pivots into it. Runs in the container's init, in its own
+/// mount namespace.
+pub(crate) fn prepare(spec: &Spec, rootfs: &Path, cgroup: Option<&Cgroup>) -> Result<()> {
+    let linux = spec.linux().as_ref();
+    // Our mounts must not propagate back to the host; the spec can ask for other propagation.
+    let propagation = linux
+        .and_then(|l| l.rootfs_propagation().as_deref())
+        .map(|p| propagation_flags(p))
+        .transpose()?
+        .unwrap_or(MsFlags::MS_SLAVE);
+    mount(None::<&str>, "/", None::<&str>, propagation | MsFlags::MS_REC, None::<&str>)
+        .context(|| "set propagation of / in the container's mount namespace".into())?;
+    // pivot_root needs the new root to be a mount point whose parent mount is not shared.
+    make_parent_mount_private(rootfs)?;
+    mount(Some(rootfs), rootfs, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+        .context(|| format!("bind mount the rootfs {} onto itself", rootfs.display()))?;
+
+    let root = open(rootfs, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+        .context(|| format!("open rootfs {}", rootfs.display()))?;
+    let mut dev_is_ours = false;
+    for (i, m) in spec.mounts().iter().flatten().enumerate() {
+        mount_in_root(&root, m, cgroup).map_err(|e| match e {
+            Error::Io { context, source } => Error::Io { context: format!("mounts[{i}]: {context}"), source },
+            other => other,
+        })?;
+        if m.destination() == Path::new("/dev") && m.typ().as_deref() == Some("tmpfs") {
+            dev_is_ours = true;
+        }
+    }
+    if dev_is_ours {
+        devices::create_defaults(&root)?;
+    }
+    devices::create_from_spec(&root, linux.and_then(|l| l.devices().as_ref()).map(Vec::as_slice).unwrap_or(&[]))?;
+
+    enter_root(&root, rootfs)?;
+
+    if let Some(linux) = linux {
+        for (key, value) in linux.sysctl().iter().flatten() {
+            write_sysctl(key, value)?;
+        }
+        for path in linux.masked_paths().iter().flatten() {
+            mask_path(Path::new(path))?;
+        }
+        for path in linux.readonly_paths().iter().flatten() {
+            make_readonly(Path::new(path))?;
+        }
+    }
+    if spec.root().as_ref().is_some_and(|r| r.readonly() == Some(true)) {
+        mount(None::<&str>, "/", None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, None::<&str>)
+            .context(|| "remount the container's root read-only".into())?;
+    }
+    Ok(())
+}
+
+fn propagation_flags(name: &str) -> Result<MsFlags> {
+    Ok(match name {
+        "shared" | "rshared" => MsFlags::MS_SHARED,
+        "slave" | "rslave" => MsFlags::MS_SLAVE,
+        "private" | "rprivate" => MsFlags::MS_PRIVATE,
+        "unbindable" | "runbindable" => MsFlags::MS_UNBINDABLE,
+        other => return Err(Error::spec("linux.rootfsPropagation", format!("unknown propagation {other:?}"))),
+    })
+}
+
+/// Makes the mount that holds `path` private (only in this namespace), so `pivot_root` accepts it.
+fn make_parent_mount_private(path: &Path) -> Result<()> {
+    let mut candidate = path.parent().unwrap_or(Path::new("/")).to_path_buf();
+    let mounts = crate::mounts::mounts_under(Path::new("/"))?;
+    loop {
+        if mounts.iter().any(|m| m == &candidate) {
+            return mount(None::<&str>, &candidate, None::<&str>, MsFlags::MS_PRIVATE, None::<&str>)
+                .context(|| format!("make mount {} private", candidate.display()));
+        }
+        if !candidate.pop() {
+            return Ok(());
+        }
+    }
+}
+
+/// Mounts one spec mount at its destination, resolved inside the rootfs.
+fn mount_in_root(root: &OwnedFd, m: &Mount, cgroup: Option<&Cgroup>) -> Result<()> {
+    let kind = m.typ().as_deref().unwrap_or("");
+    let options: Vec<String> = m.options().clone().unwrap_or_default();
+    let parsed = MountOptions::parse(&options);
+    let source = m.source().as_ref().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| kind.to_owned());
+    let destination = m.destination();
+
+    if kind == "cgroup" {
+        return mount_cgroups(root, destination, &parsed, cgroup);
+    }
+    let is_bind = parsed.is_bind() || kind == "bind";
+    // A bind mount of a file needs a file to land on; everything else lands on a directory.
+    let create = if is_bind && !Path::new(&source).is_dir() { Create::File } else { Create::Directory };
+    let target = ensure(root, destination, create)?;
+    if matches!(kind, "proc" | "sysfs") && same_file(&target, root) {
+        return Err(Error::spec(
+            format!("mount destination {}", destination.display()),
+            "resolves to the container's root directory (a symlink in the image?)",
+        ));
+    }
+    let target = InRoot { root, path: destination };
+    let mut options = options;
+    if is_bind && !parsed.is_bind() {
+        options.push("rbind".into());
+    }
+    match mount_with_options(if is_bind { "bind" } else { kind }, &source, &target, &options) {
+        // Without its own network namespace a container may not mount sysfs: bind the host's instead,
+        // with the same restrictions (what runc does).
+        Err(e) if kind == "sysfs" && e.is_io_kind(std::io::ErrorKind::PermissionDenied) => {
+            let mut bind = vec!["rbind".to_owned()];
+            bind.extend(options.iter().filter(|o| matches!(o.as_str(), "ro" | "nosuid" | "nodev" | "noexec")).cloned());
+            mount_with_options("bind", "/sys", &target, &bind)
+        }
+        other => other,
+    }
+    .map_err(|e| match e {
+        Error::Io { source, .. } => Error::io(format!("mount {kind} on {}", destination.display()), source),
+        other => other,
+    })
+}
+
+/// A mount destination inside the container's root, looked up securely at every step.
+struct InRoot<'a> {
+    root: &'a OwnedFd,
+    path: &'a Path,
+}
+
+impl MountTarget for InRoot<'_> {
+    fn resolve(&self) -> Result<(PathBuf, Option<OwnedFd>)> {
+        let fd = resolve::open_path(self.root, self.path)?;
+        Ok((fd_path(&fd), Some(fd)))
+    }
+
+    fn describe(&self) -> String {
+        self.path.display().to_string()
+    }
+}
+
+/// cgroup v1 inside the container: a tmpfs at the destination with the container's own group of each
+/// hierarchy bind-mounted under the hierarchy's usual name, so the container sees its limits and only
+/// its own processes.
+fn mount_cgroups(root: &OwnedFd, destination: &Path, parsed: &MountOptions, cgroup: Option<&Cgroup>) -> Result<()> {
+    let target = ensure(root, destination, Create::Directory)?;
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mount(Some("tmpfs"), &fd_path(&target), Some("tmpfs"), flags, Some("mode=755"))
+        .context(|| format!("mount tmpfs for cgroups on {}", destination.display()))?;
+    let mut bind_options: Vec<String> = ["bind", "nosuid", "nodev", "noexec"].map(String::from).to_vec();
+    if parsed.flags.contains(MsFlags::MS_RDONLY) {
+        bind_options.push("ro".into());
+    }
+    for dir in cgroup.map(|c| c.dirs.as_slice()).unwrap_or(&[]) {
+        let Some(name) = dir.hierarchy.mount_point.file_name() else { continue };
+        let sub = destination.join(name);
+        ensure(root, &sub, Create::Directory)?;
+        mount_with_options("bind", &dir.dir.to_string_lossy(), &InRoot { root, path: &sub }, &bind_options)?;
+    }
+    if parsed.flags.contains(MsFlags::MS_RDONLY) {
+        let (path, _keep) = InRoot { root, path: destination }.resolve()?;
+        mount(None::<&str>, &path, None::<&str>, MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | flags, Some("mode=755"))
+            .context(|| format!("remount {} read-only", destination.display()))?;
+    }
+    Ok(())
+}
+
+/// `pivot_root` into the rootfs and detach the old root, so nothing of the host stays reachable.
+fn enter_root(root: &OwnedFd, rootfs: &Path) -> Result<()> {
+    fchdir(root.as_fd()).context(|| format!("chdir into {}", rootfs.display()))?;
+    // Pivoting "." onto "." stacks the old root on the new one; unmounting it then leaves the new root.
+    pivot_root(".", ".").context(|| format!("pivot_root into {}", rootfs.display()))?;
+    // The old root must not pass our unmount on to the host's mounts.
+    mount(None::<&str>, ".", None::<&str>, MsFlags::MS_SLAVE | MsFlags::MS_REC, None::<&str>)
+        .context(|| "make the old root a slave".into())?;
+    umount2(".", MntFlags::MNT_DETACH).context(|| "detach the old root".into())?;
+    chdir("/").context(|| "chdir to the new root".into())?;
+    Ok(())
+}
+
+fn write_sysctl(key: &str, value: &str) -> Result<()> {
+    if key.contains("..") || key.contains('/') && key.contains('.') {
+        return Err(Error::spec(format!("linux.sysctl.{key}"), "not a sysctl name"));
+    }
+    let path = PathBuf::from("/proc/sys").join(key.replace('.', "/"));
+    fs::write(&path, value).context(|| format!("linux.sysctl: write {value:?} to {}", path.display()))
+}
+
+/// Hides a path: a directory gets an empty read-only tmpfs on top, anything else `/dev/null`.
+fn mask_path(path: &Path) -> Result<()> {
+    let result = if path.is_dir() {
+        mount(Some("tmpfs"), path, Some("tmpfs"), MsFlags::MS_RDONLY, None::<&str>)
+    } else {
+        mount(Some("/dev/null"), path, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+    };
+    match result {
+        Ok(()) | Err(Errno::ENOENT) => Ok(()),
+        Err(e) => Err(Error::io(format!("linux.maskedPaths: mask {}", path.display()), e)),
+    }
+}
+
+fn make_readonly(path: &Path) -> Result<()> {
+    match mount(Some(path), path, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>) {
+        Err(Errno::ENOENT) => return Ok(()),
+        other => other.context(|| format!("linux.readonlyPaths: bind {}", path.display()))?,
+    }
+    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mount(None::<&str>, path, None::<&str>, flags, None::<&str>)
+        .context(|| format!("linux.readonlyPaths: remount {} read-only", path.display()))
+}

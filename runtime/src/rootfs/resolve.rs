@@ -1,0 +1,103 @@
+//! Resolving paths inside the container's root filesystem. Every lookup goes through
+//! `openat2(RESOLVE_IN_ROOT)`, so a symlink in the image (`/proc -> /`, `/etc -> /host/etc`, `..`
+//! chains) resolves as if the rootfs were `/` and can never reach the host.
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Component, Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::fcntl::{openat, openat2, OFlag, OpenHow, ResolveFlag};
+use nix::sys::stat::{fstat, mkdirat, Mode};
+
+use crate::error::{Error, Result};
+
+/// What to create at a destination that does not exist yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Create {
+    Directory,
+    File,
+}
+
+fn how(flags: OFlag) -> OpenHow {
+    OpenHow::new()
+        .flags(flags | OFlag::O_CLOEXEC)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS)
+}
+
+/// The path as components relative to the root, with `.` dropped.
+fn relative(path: &Path) -> PathBuf {
+    path.components()
+        .filter(|c| matches!(c, Component::Normal(_) | Component::ParentDir))
+        .collect()
+}
+
+/// Opens `path` inside `root` as an `O_PATH` descriptor, creating missing directories on the way and
+/// the last component as `create` says.
+pub(crate) fn ensure(root: &OwnedFd, path: &Path, create: Create) -> Result<OwnedFd> {
+    let rel = relative(path);
+    if rel.as_os_str().is_empty() {
+        return open_path(root, Path::new("."));
+    }
+    let components: Vec<_> = rel.components().collect();
+    for i in 1..=components.len() {
+        let partial: PathBuf = components[..i].iter().collect();
+        let last = i == components.len();
+        let want_dir = !last || create == Create::Directory;
+        for attempt in 0..2 {
+            let flags = OFlag::O_PATH | if want_dir { OFlag::O_DIRECTORY } else { OFlag::empty() };
+            match openat2(root.as_fd(), &partial, how(flags)) {
+                Ok(fd) if last => return Ok(fd),
+                Ok(_) => break,
+                Err(Errno::ENOENT) if attempt == 0 => {
+                    let parent: PathBuf = components[..i - 1].iter().collect();
+                    let parent = if parent.as_os_str().is_empty() { PathBuf::from(".") } else { parent };
+                    let parent_fd = openat2(root.as_fd(), &parent, how(OFlag::O_PATH | OFlag::O_DIRECTORY))
+                        .map_err(|e| resolve_error(path, e))?;
+                    let name = components[i - 1].as_os_str();
+                    let made = if want_dir {
+                        mkdirat(parent_fd.as_fd(), name, Mode::from_bits_truncate(0o755)).map(drop)
+                    } else {
+                        openat(parent_fd.as_fd(), name, OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::from_bits_truncate(0o644)).map(drop)
+                    };
+                    match made {
+                        Ok(()) | Err(Errno::EEXIST) => continue,
+                        Err(e) => return Err(resolve_error(path, e)),
+                    }
+                }
+                Err(e) => return Err(resolve_error(path, e)),
+            }
+        }
+    }
+    unreachable!("the loop returns at the last component")
+}
+
+/// Opens an existing `path` inside `root` as an `O_PATH` descriptor.
+pub(crate) fn open_path(root: &OwnedFd, path: &Path) -> Result<OwnedFd> {
+    let rel = relative(path);
+    let rel = if rel.as_os_str().is_empty() { PathBuf::from(".") } else { rel };
+    openat2(root.as_fd(), &rel, how(OFlag::O_PATH)).map_err(|e| resolve_error(path, e))
+}
+
+fn resolve_error(path: &Path, errno: Errno) -> Error {
+    let reason = match errno {
+        Errno::ENOTDIR => "a path component is not a directory".to_owned(),
+        Errno::ELOOP => "too many symlinks".to_owned(),
+        Errno::EXDEV => "resolves outside the container's root".to_owned(),
+        e => e.desc().to_lowercase(),
+    };
+    Error::io(format!("resolve {} inside the container root", path.display()), std::io::Error::other(reason))
+}
+
+/// `/proc/self/fd/N`: mount(2) follows this magic link to exactly the file the descriptor names, so a
+/// mount lands where the secure lookup found, not where a racing symlink swap would point.
+pub(crate) fn fd_path(fd: &OwnedFd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+/// Whether two descriptors name the same inode.
+pub(crate) fn same_file(a: &OwnedFd, b: &OwnedFd) -> bool {
+    match (fstat(a.as_fd()), fstat(b.as_fd())) {
+        (Ok(a), Ok(b)) => a.st_dev == b.st_dev && a.st_ino == b.st_ino,
+        _ => false,
+    }
+}
