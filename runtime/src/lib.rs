@@ -8,6 +8,7 @@
 pub mod cgroups;
 pub mod container;
 pub mod error;
+pub mod features;
 pub mod mounts;
 pub mod process;
 mod rootfs;

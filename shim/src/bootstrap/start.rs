@@ -1,0 +1,113 @@
+//! `start`: make sure a daemon serves this container's group and tell containerd where.
+//!
+//! The listening socket is bound here, in the start process, and handed to the daemon as fd 3, so
+//! containerd's first connection lands in the backlog even before the daemon accepts. Nothing is
+//! written to stderr (containerd reads stdout and stderr as one reply).
+
+use std::fs;
+use std::io::{self, Read};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+
+use anyhow::{anyhow, Context, Result};
+use myshim_runtime::sys;
+use tracing::{info, warn};
+
+use super::containerd;
+use super::{group_id, record_path, socket_path, DaemonRecord, SOCKET_DIR};
+use crate::flags::{self, Flags};
+
+/// Runs `start` and returns the reply to print.
+pub fn start(flags: &Flags) -> Result<String> {
+    let bundle = std::env::current_dir().context("current directory (the bundle)")?;
+    // containerd writes the runtime options to stdin; read them so its write never blocks.
+    let mut options = Vec::new();
+    let _ = io::stdin().read_to_end(&mut options);
+
+    let group = group_id(&bundle, &flags.id);
+    let socket = socket_path(&flags.address, &flags.namespace, &group);
+    let generation = containerd::detect(&flags.address);
+    let reply = match bind(&socket)? {
+        Some(listener) => {
+            let reply = containerd::ttrpc_reply(generation, &socket);
+            let pid = spawn_daemon(flags, &bundle, &socket, listener)?;
+            let record = DaemonRecord { pid, reply: reply.clone() };
+            fs::write(record_path(&socket), serde_json::to_vec(&record)?)
+                .with_context(|| format!("write {}", record_path(&socket).display()))?;
+            info!(id = %flags.id, group, pid, "started shim daemon");
+            reply
+        }
+        None => {
+            // A live daemon serves this group: answer with what it was started with.
+            let record: DaemonRecord = fs::read(record_path(&socket))
+                .ok()
+                .and_then(|text| serde_json::from_slice(&text).ok())
+                .ok_or_else(|| anyhow!("shim daemon for group {group} at {} has no record", socket.display()))?;
+            info!(id = %flags.id, group, pid = record.pid, "reusing shim daemon");
+            record.reply
+        }
+    };
+    let address = containerd::address_file(generation, &reply, &socket);
+    fs::write(bundle.join("address"), address).with_context(|| format!("write {}/address", bundle.display()))?;
+    Ok(reply)
+}
+
+/// Binds the group's socket (mode 0600). `None` when a live daemon already listens on it; a stale
+/// socket is replaced.
+fn bind(socket: &Path) -> Result<Option<UnixListener>> {
+    fs::DirBuilder::new().recursive(true).mode(0o711).create(SOCKET_DIR).with_context(|| format!("create {SOCKET_DIR}"))?;
+    for _ in 0..2 {
+        match UnixListener::bind(socket) {
+            Ok(listener) => {
+                fs::set_permissions(socket, fs::Permissions::from_mode(0o600))
+                    .with_context(|| format!("chmod {}", socket.display()))?;
+                return Ok(Some(listener));
+            }
+            Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
+                if UnixStream::connect(socket).is_ok() {
+                    return Ok(None);
+                }
+                warn!(socket = %socket.display(), "removing stale shim socket");
+                let _ = fs::remove_file(socket);
+                let _ = fs::remove_file(record_path(socket));
+            }
+            Err(e) => return Err(e).with_context(|| format!("bind {}", socket.display())),
+        }
+    }
+    Err(anyhow!("bind {}: the address stays in use", socket.display()))
+}
+
+/// Starts the daemon: the same binary with `serve`, the listener as fd 3, stdio on /dev/null, its own
+/// process group, and an OOM score one above containerd's.
+fn spawn_daemon(flags: &Flags, bundle: &Path, socket: &Path, listener: UnixListener) -> Result<u32> {
+    let exe: PathBuf = std::env::current_exe().context("find the shim's own executable")?;
+    // `start` is single-threaded here, so no other spawn can inherit fd 3 by accident.
+    sys::place_for_child(listener.into(), 3).context("hand the socket to the daemon")?;
+    let child = Command::new(&exe)
+        .args(flags::for_daemon(flags, socket))
+        .current_dir(bundle)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("start the shim daemon {}", exe.display()));
+    let child = match child {
+        Ok(child) => child,
+        Err(e) => {
+            let _ = fs::remove_file(socket);
+            return Err(e);
+        }
+    };
+    let pid = child.id();
+    if let Ok(score) = sys::oom_score_adj(std::os::unix::process::parent_id()) {
+        // Raising a score needs no privilege; failing to is not fatal.
+        let _ = sys::set_oom_score_adj(pid, (score + 1).min(1000));
+    }
+    // The daemon outlives us; containerd, not this process, is its parent from now on.
+    std::mem::forget(child);
+    Ok(pid)
+}

@@ -1,0 +1,149 @@
+//! The shim's command line, parsed the way Go's `flag` package does: `-flag value`, `-flag=value`,
+//! `--flag`, boolean flags without a value, then the action. Unknown flags are skipped (newer
+//! containerd versions add some).
+
+use std::path::PathBuf;
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Flags {
+    pub namespace: String,
+    pub id: String,
+    /// containerd's gRPC socket.
+    pub address: String,
+    pub publish_binary: String,
+    pub bundle: Option<PathBuf>,
+    pub debug: bool,
+    pub version: bool,
+    pub info: bool,
+    /// The socket the daemon serves on (internal: passed from `start` to the daemon).
+    pub socket: Option<PathBuf>,
+    /// `start`, `delete`, or the internal `serve`.
+    pub action: Option<String>,
+}
+
+const ACTIONS: &[&str] = &["start", "delete", "serve"];
+const BOOLEANS: &[&str] = &["debug", "v", "version", "info"];
+
+pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Flags, String> {
+    let mut flags = Flags::default();
+    let mut args = args.into_iter().peekable();
+    while let Some(arg) = args.next() {
+        if arg == "--" {
+            flags.action = args.next();
+            break;
+        }
+        let Some(stripped) = arg.strip_prefix("--").or_else(|| arg.strip_prefix('-')).filter(|s| !s.is_empty()) else {
+            flags.action = Some(arg);
+            break;
+        };
+        let (name, inline) = match stripped.split_once('=') {
+            Some((n, v)) => (n.to_owned(), Some(v.to_owned())),
+            None => (stripped.to_owned(), None),
+        };
+        if BOOLEANS.contains(&name.as_str()) {
+            let value = match inline.as_deref() {
+                None | Some("true") | Some("1") | Some("t") | Some("T") | Some("TRUE") | Some("True") => true,
+                Some("false") | Some("0") | Some("f") | Some("F") | Some("FALSE") | Some("False") => false,
+                Some(other) => return Err(format!("invalid boolean value {other:?} for flag -{name}")),
+            };
+            match name.as_str() {
+                "debug" => flags.debug = value,
+                "v" | "version" => flags.version = value,
+                _ => flags.info = value,
+            }
+            continue;
+        }
+        let value = match inline {
+            Some(v) => Some(v),
+            // An unknown flag followed by an action or another flag is taken to be boolean.
+            None if !is_known(&name) && args.peek().is_some_and(|n| n.starts_with('-') || ACTIONS.contains(&n.as_str())) => None,
+            None => Some(args.next().ok_or_else(|| format!("flag needs an argument: -{name}"))?),
+        };
+        let Some(value) = value else { continue };
+        match name.as_str() {
+            "namespace" => flags.namespace = value,
+            "id" => flags.id = value,
+            "address" => flags.address = value,
+            "publish-binary" => flags.publish_binary = value,
+            "bundle" => flags.bundle = Some(value.into()),
+            "socket" => flags.socket = Some(value.into()),
+            _ => {}
+        }
+    }
+    Ok(flags)
+}
+
+fn is_known(name: &str) -> bool {
+    matches!(name, "namespace" | "id" | "address" | "publish-binary" | "bundle" | "socket")
+}
+
+/// The daemon's arguments: the same identity, the socket, and the internal action.
+pub fn for_daemon(flags: &Flags, socket: &std::path::Path) -> Vec<String> {
+    let mut args = vec![
+        "-namespace".into(),
+        flags.namespace.clone(),
+        "-id".into(),
+        flags.id.clone(),
+        "-address".into(),
+        flags.address.clone(),
+        "-publish-binary".into(),
+        flags.publish_binary.clone(),
+        "-socket".into(),
+        socket.display().to_string(),
+    ];
+    if flags.debug {
+        args.push("-debug".into());
+    }
+    args.push("serve".into());
+    args
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(s: &str) -> Flags {
+        parse(s.split_whitespace().map(String::from)).unwrap()
+    }
+
+    #[test]
+    fn containerd_start_line() {
+        let f = parse_str("-namespace default -address /run/containerd/containerd.sock -publish-binary /usr/bin/containerd -id c1 -debug start");
+        assert_eq!(f.namespace, "default");
+        assert_eq!(f.address, "/run/containerd/containerd.sock");
+        assert_eq!(f.publish_binary, "/usr/bin/containerd");
+        assert_eq!(f.id, "c1");
+        assert!(f.debug);
+        assert_eq!(f.action.as_deref(), Some("start"));
+    }
+
+    #[test]
+    fn equals_form_double_dash_and_unknown_flags() {
+        let f = parse_str("--namespace=k8s.io -id=x -new-flag -other-flag value -bundle /b delete");
+        assert_eq!(f.namespace, "k8s.io");
+        assert_eq!(f.id, "x");
+        assert_eq!(f.bundle, Some(PathBuf::from("/b")));
+        assert_eq!(f.action.as_deref(), Some("delete"));
+        let f = parse_str("-debug=false -unknown start");
+        assert!(!f.debug);
+        assert_eq!(f.action.as_deref(), Some("start"));
+    }
+
+    #[test]
+    fn command_like_flags() {
+        assert!(parse_str("-info").info);
+        assert!(parse_str("-v").version);
+        assert!(parse(["-id".to_string()]).is_err());
+        assert!(parse(["-debug=maybe".to_string()]).is_err());
+    }
+
+    #[test]
+    fn daemon_arguments_round_trip() {
+        let f = parse_str("-namespace n -address /a -publish-binary /p -id i -debug start");
+        let daemon = parse(for_daemon(&f, std::path::Path::new("/run/containerd/s/x"))).unwrap();
+        assert_eq!(daemon.namespace, "n");
+        assert_eq!(daemon.socket, Some(PathBuf::from("/run/containerd/s/x")));
+        assert_eq!(daemon.action.as_deref(), Some("serve"));
+        assert!(daemon.debug);
+    }
+}

@@ -1,0 +1,51 @@
+//! The shim's log: the bundle's `log` fifo, which containerd creates before `start` and copies into its
+//! own log. Writes never block and never fail loudly: with nobody reading (containerd restarting) a
+//! line is dropped rather than stall the shim.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::Arc;
+
+use tracing_subscriber::fmt::MakeWriter;
+
+#[derive(Clone)]
+struct FifoWriter(Option<Arc<File>>);
+
+impl Write for FifoWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if let Some(file) = &self.0 {
+            let _ = (&**file).write(buf);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for FifoWriter {
+    type Writer = FifoWriter;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+/// Sends `tracing` output to `<bundle>/log` (or nowhere when it cannot be opened).
+pub fn init(bundle: &Path, debug: bool) {
+    let file = File::options()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(bundle.join("log"))
+        .ok()
+        .map(Arc::new);
+    let level = if debug { tracing::Level::DEBUG } else { tracing::Level::INFO };
+    let _ = tracing_subscriber::fmt()
+        .with_writer(FifoWriter(file))
+        .with_ansi(false)
+        .with_max_level(level)
+        .with_target(false)
+        .try_init();
+}
