@@ -1,1 +1,13 @@
+//! Test harness: private containerd instances, locally built images, and leak checks.
+//!
+//! Every instance gets its own directory (root, state, sockets, config, log) and its own containerd
+//! namespace, so tests run in parallel and never touch the host's containerd. Dropping an instance
+//! stops the containerd it started (by pid) and removes whatever its containers left behind, also when
+//! a test fails.
 
+pub mod containerd;
+pub mod image;
+pub mod leaks;
+pub mod paths;
+
+pub use containerd::{Containerd, Version};

@@ -41,11 +41,14 @@ pub fn init(bundle: &Path, debug: bool) {
         .open(bundle.join("log"))
         .ok()
         .map(Arc::new);
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let level = if debug { tracing::Level::DEBUG } else { tracing::Level::INFO };
-    let _ = tracing_subscriber::fmt()
-        .with_writer(FifoWriter(file))
-        .with_ansi(false)
-        .with_max_level(level)
-        .with_target(false)
-        .try_init();
+    // Our own crates at the chosen level; libraries (h2, hyper, tonic) only when they warn.
+    let filter = tracing_subscriber::filter::Targets::new()
+        .with_default(tracing::Level::WARN)
+        .with_target("containerd_shim_myshim_v1", level)
+        .with_target("myshim_runtime", level);
+    let format = tracing_subscriber::fmt::layer().with_writer(FifoWriter(file)).with_ansi(false).with_target(false);
+    let _ = tracing_subscriber::registry().with(filter).with(format).try_init();
 }

@@ -49,17 +49,16 @@ impl Channel {
     /// Sends a message, passing `fds` along with its first byte.
     pub(crate) fn send_with_fds<T: Serialize>(&mut self, message: &T, fds: &[RawFd]) -> io::Result<()> {
         let body = serde_json::to_vec(message).map_err(io::Error::other)?;
-        let header = (body.len() as u32).to_le_bytes();
-        if fds.is_empty() {
-            self.socket.write_all(&header)?;
-        } else {
+        // Header and body in one write, so a message never interleaves with another writer's.
+        let mut frame = Vec::with_capacity(4 + body.len());
+        frame.extend_from_slice(&(body.len() as u32).to_le_bytes());
+        frame.extend_from_slice(&body);
+        let mut sent = 0;
+        if !fds.is_empty() {
             let cmsg = [ControlMessage::ScmRights(fds)];
-            let sent = sendmsg::<()>(self.socket.as_raw_fd(), &[IoSlice::new(&header)], &cmsg, MsgFlags::empty(), None)?;
-            if sent != header.len() {
-                self.socket.write_all(&header[sent..])?;
-            }
+            sent = sendmsg::<()>(self.socket.as_raw_fd(), &[IoSlice::new(&frame)], &cmsg, MsgFlags::empty(), None)?;
         }
-        self.socket.write_all(&body)
+        self.socket.write_all(&frame[sent..])
     }
 
     /// Receives one message; `Ok(None)` when the other end closed the channel. Descriptors that came

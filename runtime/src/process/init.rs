@@ -122,10 +122,18 @@ fn enter_namespaces(spec: &Spec, channel: &mut Channel) -> Result<()> {
     if !pid_changes {
         return Ok(());
     }
+    // The child must not write to the channel before the parent's pid report is out: it waits for the
+    // parent to exit, seen as end-of-file on this pipe.
+    let (parent_gone, parent_alive) = nix::unistd::pipe().context(|| "create a pipe".into())?;
     // SAFETY: this helper is single-threaded (freshly executed, no threads started), so the child may
     // run any code.
     match unsafe { fork() }.context(|| "fork into the container's pid namespace".into())? {
-        ForkResult::Child => Ok(()),
+        ForkResult::Child => {
+            drop(parent_alive);
+            let mut byte = [0u8; 1];
+            let _ = nix::unistd::read(&parent_gone, &mut byte);
+            Ok(())
+        }
         ForkResult::Parent { child } => {
             let _ = channel.send(&Report::Pid(child.as_raw() as u32));
             std::process::exit(0);

@@ -42,6 +42,9 @@ pub fn group_id(bundle: &Path, id: &str) -> String {
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub struct DaemonRecord {
     pub pid: u32,
+    /// containerd's gRPC address and namespace the daemon serves (for operators and leak checks).
+    pub address: String,
+    pub namespace: String,
     /// The reply containerd accepted when this daemon was started; a later `start` for the same
     /// group echoes it, so protocol and version always match the running daemon.
     pub reply: String,

@@ -34,7 +34,7 @@ pub fn start(flags: &Flags) -> Result<String> {
         Some(listener) => {
             let reply = containerd::ttrpc_reply(generation, &socket);
             let pid = spawn_daemon(flags, &bundle, &socket, listener)?;
-            let record = DaemonRecord { pid, reply: reply.clone() };
+            let record = DaemonRecord { pid, address: flags.address.clone(), namespace: flags.namespace.clone(), reply: reply.clone() };
             fs::write(record_path(&socket), serde_json::to_vec(&record)?)
                 .with_context(|| format!("write {}", record_path(&socket).display()))?;
             info!(id = %flags.id, group, pid, "started shim daemon");

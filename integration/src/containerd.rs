@@ -1,0 +1,295 @@
+//! A private containerd instance for one test.
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{image, leaks, paths};
+
+pub const RUNTIME: &str = "io.containerd.myshim.v1";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    V1_6,
+    V1_7,
+    V2_1,
+}
+
+impl Version {
+    pub fn dir_name(self) -> &'static str {
+        match self {
+            Version::V1_6 => "1.6",
+            Version::V1_7 => "1.7",
+            Version::V2_1 => "2.1",
+        }
+    }
+
+    pub fn bin_dir(self) -> PathBuf {
+        paths::opt().join("containerd").join(self.dir_name()).join("usr/bin")
+    }
+}
+
+pub struct Containerd {
+    pub version: Version,
+    pub dir: PathBuf,
+    pub namespace: String,
+    process: Child,
+    /// Container ids the test used, to look for their shim sockets afterwards.
+    ids: std::sync::Mutex<Vec<String>>,
+}
+
+/// The result of a `ctr` call.
+pub struct Ctr {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Ctr {
+    fn from(output: Output) -> Ctr {
+        Ctr {
+            code: output.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+        }
+    }
+
+    /// Panics with the whole output unless ctr exited 0.
+    pub fn ok(self) -> Ctr {
+        assert_eq!(self.code, 0, "ctr failed: stdout {:?} stderr {:?}", self.stdout, self.stderr);
+        self
+    }
+}
+
+impl Containerd {
+    /// Starts containerd `version` in a fresh directory, waits until it answers, and imports the
+    /// busybox image into a namespace of its own.
+    pub fn start(version: Version, name: &str) -> Containerd {
+        let dir = paths::scratch(&format!("containerd-{}-{name}", version.dir_name()));
+        let namespace = format!("myshim-{}-{}", name.replace('_', "-"), std::process::id());
+        fs::write(dir.join("config.toml"), config(version, &dir)).expect("write containerd config");
+        let log = fs::File::create(dir.join("containerd.log")).expect("create containerd log");
+        let path = format!(
+            "{}:{}:{}",
+            paths::shim_dir().display(),
+            version.bin_dir().display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
+        let process = Command::new(version.bin_dir().join("containerd"))
+            .arg("--config")
+            .arg(dir.join("config.toml"))
+            .env("PATH", path)
+            .current_dir(&dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("start containerd {}: {e} (did the setup command run?)", version.dir_name()));
+        let containerd = Containerd { version, dir, namespace, process, ids: Default::default() };
+        containerd.wait_ready();
+        containerd.ctr(&["images", "import", image::busybox_archive().to_str().unwrap()]).ok();
+        containerd
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join("containerd.sock")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.process.id()
+    }
+
+    /// The bundle directory containerd makes for container `id`.
+    pub fn bundle(&self, id: &str) -> PathBuf {
+        self.dir.join("state/io.containerd.runtime.v2.task").join(&self.namespace).join(id)
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if self.ctr(&["version"]).code == 0 {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("containerd {} did not come up; log:\n{}", self.version.dir_name(), self.log());
+    }
+
+    /// Runs `ctr` of this version against this instance, in its namespace.
+    pub fn ctr(&self, args: &[&str]) -> Ctr {
+        Ctr::from(self.ctr_command(args).output().expect("run ctr"))
+    }
+
+    pub fn ctr_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(self.version.bin_dir().join("ctr"));
+        command.arg("--address").arg(self.socket()).arg("--namespace").arg(&self.namespace).args(args);
+        command.stdin(Stdio::null());
+        command
+    }
+
+    /// `ctr run --runtime io.containerd.myshim.v1 --rm <extra…> busybox <id> <command…>`.
+    pub fn run(&self, id: &str, extra: &[&str], command: &[&str]) -> Ctr {
+        self.track(id);
+        let mut args = vec!["run", "--runtime", RUNTIME, "--rm"];
+        args.extend_from_slice(extra);
+        args.push(image::BUSYBOX);
+        args.push(id);
+        args.extend_from_slice(command);
+        self.ctr(&args)
+    }
+
+    /// `ctr run -d` of a long-running container.
+    pub fn run_detached(&self, id: &str, command: &[&str]) {
+        self.track(id);
+        let mut args = vec!["run", "--runtime", RUNTIME, "-d", image::BUSYBOX, id];
+        args.extend_from_slice(command);
+        self.ctr(&args).ok();
+    }
+
+    /// Remembers a container id for the leak check.
+    pub fn track(&self, id: &str) {
+        self.ids.lock().unwrap().push(id.to_owned());
+    }
+
+    pub fn used_ids(&self) -> Vec<String> {
+        self.ids.lock().unwrap().clone()
+    }
+
+    /// Removes a container's task (killing it) and the container.
+    pub fn remove(&self, id: &str) {
+        let _ = self.ctr(&["task", "kill", "-s", "KILL", id]);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.ctr(&["task", "delete", id]).code != 0 && Instant::now() < deadline {
+            if !self.ctr(&["task", "ls", "-q"]).stdout.lines().any(|l| l == id) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.ctr(&["container", "rm", id]);
+    }
+
+    /// The status column of `ctr task ls` for `id`.
+    pub fn task_status(&self, id: &str) -> Option<String> {
+        self.ctr(&["task", "ls"])
+            .stdout
+            .lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().collect::<Vec<_>>())
+            .find(|cols| cols.first() == Some(&id))
+            .and_then(|cols| cols.get(2).map(|s| s.to_string()))
+    }
+
+    /// containerd's own log, for failure messages.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.join("containerd.log")).unwrap_or_default()
+    }
+
+    /// Lines of the log containing `needle`.
+    pub fn log_lines(&self, needle: &str) -> Vec<String> {
+        fs::File::open(self.dir.join("containerd.log"))
+            .map(|f| BufReader::new(f).lines().map_while(Result::ok).filter(|l| l.contains(needle)).collect())
+            .unwrap_or_default()
+    }
+
+    /// Asserts that nothing of this instance's containers is left: shim processes, mounts, cgroups,
+    /// sockets.
+    /// A shim exits shortly after containerd's Shutdown, so the check waits a moment for that.
+    pub fn assert_no_leftovers(&self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let found = leaks::find(self);
+            if found.is_empty() {
+                return;
+            }
+            assert!(Instant::now() < deadline, "leftovers: {found:#?}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops containerd (SIGTERM, then SIGKILL) and waits for it.
+    pub fn stop(&mut self) {
+        stop_process(&mut self.process);
+    }
+
+    /// Starts containerd again on the same directory (after [`Containerd::stop`]).
+    pub fn restart(&mut self) {
+        let log = fs::OpenOptions::new().append(true).open(self.dir.join("containerd.log")).unwrap();
+        let path = format!("{}:{}:{}", paths::shim_dir().display(), self.version.bin_dir().display(), std::env::var("PATH").unwrap_or_default());
+        self.process = Command::new(self.version.bin_dir().join("containerd"))
+            .arg("--config")
+            .arg(self.dir.join("config.toml"))
+            .env("PATH", path)
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("restart containerd");
+        self.wait_ready();
+    }
+}
+
+fn stop_process(child: &mut Child) {
+    let pid = child.id() as i32;
+    // SAFETY: signalling a child we started, by its pid.
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        stop_process(&mut self.process);
+        leaks::clean_up(self);
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            eprintln!("--- last lines of containerd {} log ---", self.version.dir_name());
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn config(version: Version, dir: &Path) -> String {
+    let d = dir.display();
+    let (config_version, disabled) = match version {
+        Version::V1_6 => (2, r#""io.containerd.grpc.v1.cri""#),
+        Version::V1_7 => (2, r#""io.containerd.grpc.v1.cri", "io.containerd.nri.v1.nri""#),
+        Version::V2_1 => (
+            3,
+            r#""io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime", "io.containerd.cri.v1.images", "io.containerd.nri.v1.nri""#,
+        ),
+    };
+    format!(
+        r#"version = {config_version}
+root = "{d}/root"
+state = "{d}/state"
+disabled_plugins = [{disabled}]
+
+[grpc]
+  address = "{d}/containerd.sock"
+
+[ttrpc]
+  address = "{d}/containerd.sock.ttrpc"
+
+[debug]
+  address = "{d}/debug.sock"
+  level = "debug"
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{d}/opt"
+"#
+    )
+}

@@ -1,0 +1,140 @@
+//! Finding and removing what a test's containers left on the machine: shim processes, container
+//! processes, mounts, cgroup directories and shim sockets.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+use crate::Containerd;
+
+/// Everything left behind by the instance's containers, described for a failure message.
+pub fn find(containerd: &Containerd) -> Vec<String> {
+    let mut found = Vec::new();
+    for (pid, cmdline) in shim_processes(containerd) {
+        found.push(format!("shim process {pid}: {cmdline}"));
+    }
+    for pid in container_processes(&containerd.namespace) {
+        found.push(format!("container process {pid} in a cgroup of namespace {}", containerd.namespace));
+    }
+    for mount in mounts_under(&containerd.dir) {
+        found.push(format!("mount {}", mount.display()));
+    }
+    for dir in cgroup_dirs(&containerd.namespace) {
+        found.push(format!("cgroup directory {}", dir.display()));
+    }
+    for socket in shim_sockets(containerd) {
+        found.push(format!("shim socket {}", socket.display()));
+    }
+    found
+}
+
+/// Removes what [`find`] finds, by pid and by path.
+pub fn clean_up(containerd: &Containerd) {
+    for (pid, _) in shim_processes(containerd) {
+        kill(pid);
+    }
+    for pid in container_processes(&containerd.namespace) {
+        kill(pid);
+    }
+    for mount in mounts_under(&containerd.dir) {
+        let path = std::ffi::CString::new(mount.as_os_str().as_encoded_bytes()).unwrap();
+        // SAFETY: unmounting a path we mounted for this test.
+        unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) };
+    }
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    for dir in cgroup_dirs(&containerd.namespace) {
+        remove_cgroup_tree(&dir);
+    }
+    for socket in shim_sockets(containerd) {
+        let _ = fs::remove_file(&socket);
+        let _ = fs::remove_file(socket.with_extension("myshim.json"));
+    }
+}
+
+fn kill(pid: u32) {
+    // SAFETY: signalling one process identified by pid as belonging to this test.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+}
+
+/// Shim daemons started for this instance (their command line names its socket).
+pub fn shim_processes(containerd: &Containerd) -> Vec<(u32, String)> {
+    let address = containerd.socket().display().to_string();
+    processes()
+        .filter_map(|pid| {
+            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            (cmdline.contains("containerd-shim-myshim-v1") && cmdline.contains(&address)).then_some((pid, cmdline))
+        })
+        .collect()
+}
+
+/// Processes in a cgroup below `/<namespace>/` (where ctr puts containers).
+pub fn container_processes(namespace: &str) -> Vec<u32> {
+    let needle = format!(":/{namespace}/");
+    processes()
+        .filter(|pid| fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|c| c.contains(&needle)))
+        .collect()
+}
+
+fn processes() -> impl Iterator<Item = u32> {
+    fs::read_dir("/proc").into_iter().flatten().flatten().filter_map(|e| e.file_name().to_str()?.parse().ok())
+}
+
+pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    let mut found: Vec<PathBuf> = fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(PathBuf::from)
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    found.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
+    found
+}
+
+/// `<hierarchy>/<namespace>` in every mounted cgroup hierarchy, where it exists.
+pub fn cgroup_dirs(namespace: &str) -> Vec<PathBuf> {
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(" - cgroup ") || l.contains(" - cgroup2 "))
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|mount| Path::new(mount).join(namespace))
+        .filter(|dir| dir.exists())
+        .collect()
+}
+
+fn remove_cgroup_tree(dir: &Path) {
+    if let Ok(entries) = fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_cgroup_tree(&entry.path());
+            }
+        }
+    }
+    let _ = fs::remove_dir(dir);
+}
+
+/// The socket a shim serving container `id` of this instance uses (the shim's own naming scheme).
+pub fn socket_of(containerd: &Containerd, group: &str) -> PathBuf {
+    let joined = containerd.socket().join(&containerd.namespace).join(group);
+    let digest = Sha256::digest(joined.as_os_str().as_encoded_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    Path::new("/run/containerd/s").join(hex)
+}
+
+/// Shim sockets (and their records) of this instance under /run/containerd/s.
+fn shim_sockets(containerd: &Containerd) -> Vec<PathBuf> {
+    let address = containerd.socket().display().to_string();
+    fs::read_dir("/run/containerd/s")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .filter(|record| fs::read_to_string(record).is_ok_and(|text| text.contains(&address)))
+        .map(|record| record.with_extension("").with_extension(""))
+        .chain(containerd.used_ids().iter().map(|id| socket_of(containerd, id)).filter(|s| s.exists()))
+        .collect()
+}

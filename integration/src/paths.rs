@@ -1,0 +1,34 @@
+//! Where the things under test are.
+
+use std::path::PathBuf;
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("integration/ is inside the workspace").to_path_buf()
+}
+
+/// The directory holding `containerd-shim-myshim-v1` (built by the test command before the tests).
+pub fn shim_dir() -> PathBuf {
+    std::env::var_os("MYSHIM_BIN_DIR").map(PathBuf::from).unwrap_or_else(|| {
+        let target = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| workspace().join("target"));
+        target.join("debug")
+    })
+}
+
+pub fn shim_binary() -> PathBuf {
+    shim_dir().join("containerd-shim-myshim-v1")
+}
+
+/// Where the setup command installed containerd and friends.
+pub fn opt() -> PathBuf {
+    std::env::var_os("MYSHIM_OPT").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/opt/myshim"))
+}
+
+/// A scratch directory for one test, removed by its owner.
+pub fn scratch(name: &str) -> PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let dir = std::env::temp_dir().join(format!("myshim-it-{}-{}-{name}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst)));
+    std::fs::create_dir_all(&dir).expect("create scratch directory");
+    dir
+}

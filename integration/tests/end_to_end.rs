@@ -1,0 +1,207 @@
+//! End to end through real containerd 1.6, 1.7 and 2.1: `ctr run --runtime io.containerd.myshim.v1`.
+//! Each test starts its own containerd, runs its containers, and checks that nothing is left.
+
+use std::collections::HashSet;
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use myshim_integration::containerd::RUNTIME;
+use myshim_integration::{image, leaks, Containerd, Version};
+
+/// The container's output and exit code, the basic lifecycle and the leak check.
+fn lifecycle(version: Version) {
+    let c = Containerd::start(version, "lifecycle");
+
+    let hello = c.run("hello", &[], &["echo", "hello"]).ok();
+    assert_eq!(hello.stdout, "hello\n");
+
+    let three = c.run("three", &[], &["sh", "-c", "exit 3"]);
+    assert_eq!(three.code, 3, "{}", three.stderr);
+
+    // PID 1 in the container is the user's process.
+    let pid = c.run("pid1", &[], &["sh", "-c", "echo $$; cat /proc/1/cmdline | tr '\\0' ' '"]).ok();
+    assert_eq!(pid.stdout, "1\nsh -c echo $$; cat /proc/1/cmdline | tr '\\0' ' ' ");
+
+    // `ls /` shows the image, not the host.
+    let ls = c.run("ls", &[], &["ls", "/"]).ok();
+    let listed: Vec<String> = ls.stdout.lines().map(str::to_owned).collect();
+    assert_eq!(listed, image::busybox_root_listing(), "ls / in the container");
+
+    // The container has its own UTS namespace (and, where ctr can set it, its own hostname).
+    let host_uts = std::fs::read_link("/proc/self/ns/uts").unwrap().display().to_string();
+    let uts = c.run("uts", &[], &["readlink", "/proc/self/ns/uts"]).ok();
+    assert_ne!(uts.stdout.trim(), host_uts);
+    if version != Version::V1_6 {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+        let named = c.run("named", &["--hostname", "myshim-box"], &["hostname"]).ok();
+        assert_eq!(named.stdout, "myshim-box\n");
+        assert_ne!(named.stdout, host);
+    }
+
+    // run -d → RUNNING, kill, delete.
+    c.run_detached("detached", &["sleep", "1000"]);
+    assert_eq!(c.task_status("detached").as_deref(), Some("RUNNING"));
+    c.ctr(&["task", "kill", "-s", "KILL", "detached"]).ok();
+    wait_for(|| c.task_status("detached").as_deref() == Some("STOPPED"), "task stopped after kill");
+    c.ctr(&["task", "delete", "detached"]).ok();
+    c.ctr(&["container", "rm", "detached"]).ok();
+
+    c.assert_no_leftovers();
+}
+
+/// `ctr task kill -s KILL` of a container that `ctr run` waits on: exit status 137.
+fn kill_gives_137(version: Version) {
+    let c = Containerd::start(version, "kill137");
+    c.track("victim");
+    let mut run = c
+        .ctr_command(&["run", "--runtime", RUNTIME, "--rm", image::BUSYBOX, "victim", "sleep", "1000"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(|| c.task_status("victim").as_deref() == Some("RUNNING"), "victim running");
+    c.ctr(&["task", "kill", "-s", "KILL", "victim"]).ok();
+    let status = run.wait().unwrap();
+    assert_eq!(status.code(), Some(137));
+    c.assert_no_leftovers();
+}
+
+/// Events reach containerd in the order create < start < exit < delete.
+fn event_order(version: Version) {
+    let c = Containerd::start(version, "events");
+    let mut events = c.ctr_command(&["events"]).stdout(Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    c.run("ordered", &[], &["true"]).ok();
+    let reader = BufReader::new(events.stdout.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in reader.lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let mut topics = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !topics.contains(&"/tasks/delete".to_string()) && Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
+            if line.contains("\"ordered\"") || line.contains("container_id:\"ordered\"") || line.contains("ordered") {
+                if let Some(topic) = line.split_whitespace().find(|w| w.starts_with("/tasks/")) {
+                    topics.push(topic.to_owned());
+                }
+            }
+        }
+    }
+    let _ = events.kill();
+    let _ = events.wait();
+    assert_eq!(topics, ["/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete"], "event topics");
+    c.assert_no_leftovers();
+}
+
+/// The shim's socket is a root-owned 0600 file under /run/containerd/s and its address file names it.
+fn socket_and_address(version: Version) {
+    let c = Containerd::start(version, "socket");
+    c.run_detached("sock", &["sleep", "1000"]);
+    let address = std::fs::read_to_string(c.bundle("sock").join("address")).unwrap();
+    let path = address.trim().trim_start_matches("unix://");
+    assert!(path.starts_with("/run/containerd/s/"), "address file {address:?}");
+    let meta = std::fs::metadata(path).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.mode() & 0o777, 0o600);
+    assert_eq!(meta.uid(), 0);
+    let shims = leaks::shim_processes(&c);
+    assert_eq!(shims.len(), 1, "one shim daemon: {shims:?}");
+    // The daemon is detached: its stdio is /dev/null, not start's pipes.
+    for fd in 0..3 {
+        let target = std::fs::read_link(format!("/proc/{}/fd/{fd}", shims[0].0)).unwrap();
+        assert_eq!(target.to_str(), Some("/dev/null"), "daemon fd {fd}");
+    }
+    c.remove("sock");
+    c.assert_no_leftovers();
+}
+
+/// Bad input gets an error naming the cause; containerd and other containers stay healthy.
+fn bad_input(version: Version) {
+    let c = Containerd::start(version, "badinput");
+    c.run_detached("bystander", &["sleep", "1000"]);
+
+    let nope = c.run("nope", &[], &["/nope"]);
+    assert_ne!(nope.code, 0);
+    assert!(nope.stderr.contains("/nope") && nope.stderr.contains("no such file"), "{}", nope.stderr);
+
+    let notfound = c.run("notfound", &[], &["no-such-command"]);
+    assert!(notfound.stderr.contains("executable file not found"), "{}", notfound.stderr);
+
+    c.track("norootfs");
+    let missing = c.ctr(&["run", "--runtime", RUNTIME, "--rm", "--rootfs", "/nonexistent/rootfs", "norootfs", "sh"]);
+    assert_ne!(missing.code, 0);
+    assert!(missing.stderr.contains("/nonexistent/rootfs"), "{}", missing.stderr);
+
+    let spec_dir = myshim_integration::paths::scratch("badspec");
+    let rootfs = spec_dir.join("rootfs");
+    std::process::Command::new("python3")
+        .arg(myshim_integration::paths::workspace().join("integration/scripts/build-image.py"))
+        .arg("--rootfs")
+        .arg(&rootfs)
+        .status()
+        .unwrap();
+    let spec = serde_json::json!({
+        "ociVersion": "1.1.0",
+        "process": {"user": {"uid": 0, "gid": 0}, "args": ["sh"], "cwd": "/"},
+        "root": {"path": rootfs},
+        "linux": {"namespaces": [{"type": "mount"}, {"type": "bogus"}]}
+    });
+    std::fs::write(spec_dir.join("config.json"), spec.to_string()).unwrap();
+    c.track("badspec");
+    let malformed = c.ctr(&["run", "--runtime", RUNTIME, "--rm", "--config", spec_dir.join("config.json").to_str().unwrap(), "badspec"]);
+    assert_ne!(malformed.code, 0);
+    assert!(malformed.stderr.contains("linux.namespaces[1].type") && malformed.stderr.contains("bogus"), "{}", malformed.stderr);
+    let _ = std::fs::remove_dir_all(&spec_dir);
+
+    // Everything failed cleanly: containerd answers, the bystander still runs, nothing leaked.
+    assert_eq!(c.task_status("bystander").as_deref(), Some("RUNNING"));
+    let containers = c.ctr(&["container", "ls", "-q"]).ok().stdout;
+    let ids: HashSet<&str> = containers.lines().collect();
+    assert_eq!(ids, HashSet::from(["bystander"]));
+    c.remove("bystander");
+    c.assert_no_leftovers();
+}
+
+/// After the shim is killed, containerd's `delete` cleans up the container, and a new container with
+/// the same id starts.
+fn shim_killed(version: Version) {
+    let c = Containerd::start(version, "shimkill");
+    c.run_detached("orphan", &["sleep", "1000"]);
+    let shims = leaks::shim_processes(&c);
+    assert_eq!(shims.len(), 1);
+    // SAFETY: killing the shim this test started, by pid.
+    unsafe { libc::kill(shims[0].0 as i32, libc::SIGKILL) };
+    wait_for(|| leaks::container_processes(&c.namespace).is_empty(), "container processes gone after the shim died");
+    wait_for(|| c.task_status("orphan").as_deref() != Some("RUNNING"), "task not running");
+    let _ = c.ctr(&["task", "delete", "orphan"]);
+    c.ctr(&["container", "rm", "orphan"]).ok();
+    assert!(leaks::mounts_under(&c.dir).is_empty(), "rootfs unmounted");
+    let again = c.run("orphan", &[], &["echo", "again"]).ok();
+    assert_eq!(again.stdout, "again\n");
+    c.assert_no_leftovers();
+}
+
+fn wait_for(mut condition: impl FnMut() -> bool, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+macro_rules! for_each_version {
+    ($($check:ident),*) => {
+        mod containerd_1_6 { use super::*; $( #[test] fn $check() { super::$check(Version::V1_6) } )* }
+        mod containerd_1_7 { use super::*; $( #[test] fn $check() { super::$check(Version::V1_7) } )* }
+        mod containerd_2_1 { use super::*; $( #[test] fn $check() { super::$check(Version::V2_1) } )* }
+    };
+}
+
+for_each_version!(lifecycle, kill_gives_137, event_order, socket_and_address, bad_input, shim_killed);
