@@ -27,12 +27,9 @@ pub fn timestamp(time: Option<SystemTime>) -> Timestamp {
 
 pub fn status(status: Status) -> WireStatus {
     match status {
-        Status::Unknown => WireStatus::Unknown,
         Status::Created => WireStatus::Created,
         Status::Running => WireStatus::Running,
         Status::Stopped => WireStatus::Stopped,
-        Status::Paused => WireStatus::Paused,
-        Status::Pausing => WireStatus::Pausing,
     }
 }
 
@@ -100,6 +97,10 @@ pub async fn wait(core: &TaskCore, r: task::WaitRequest) -> TaskResult<task::Wai
 
 pub async fn kill(core: &TaskCore, r: task::KillRequest) -> TaskResult<()> {
     core.kill(&r.id, &r.exec_id, r.signal, r.all).await
+}
+
+pub async fn close_io(core: &TaskCore, r: task::CloseIoRequest) -> TaskResult<()> {
+    core.close_io(&r.id, &r.exec_id).await
 }
 
 pub async fn pids(core: &TaskCore, r: task::PidsRequest) -> TaskResult<task::PidsResponse> {

@@ -71,10 +71,11 @@ fn task_methods(core: &Arc<TaskCore>) -> HashMap<String, Box<dyn MethodHandler +
     m.insert("State".into(), method(core, |c, r: task::StateRequest| async move { rpc::state(&c, r).await }));
     m.insert("Wait".into(), method(core, |c, r: task::WaitRequest| async move { rpc::wait(&c, r).await }));
     m.insert("Kill".into(), method(core, |c, r: task::KillRequest| async move { rpc::kill(&c, r).await }));
+    m.insert("CloseIO".into(), method(core, |c, r: task::CloseIoRequest| async move { rpc::close_io(&c, r).await }));
     m.insert("Pids".into(), method(core, |c, r: task::PidsRequest| async move { rpc::pids(&c, r).await }));
     m.insert("Connect".into(), method(core, |c, r: task::ConnectRequest| async move { rpc::connect(&c, r).await }));
     m.insert("Shutdown".into(), method(core, |c, r: task::ShutdownRequest| async move { rpc::shutdown(&c, r).await }));
-    for name in ["Pause", "Resume", "Checkpoint", "Exec", "ResizePty", "CloseIO", "Update", "Stats"] {
+    for name in ["Pause", "Resume", "Checkpoint", "Exec", "ResizePty", "Update", "Stats"] {
         m.insert(name.into(), method(core, move |_, _r: ()| async move { rpc::unimplemented(name).await }));
     }
     m

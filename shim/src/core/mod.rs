@@ -346,6 +346,15 @@ impl TaskCore {
         .map_err(|e| TaskError::from(e).context(format!("kill container {id}")))
     }
 
+    /// Lets the process's stdin reach end-of-file (once the client closed its end too).
+    pub async fn close_io(&self, id: &str, exec_id: &str) -> TaskResult<()> {
+        let (_, process) = self.process(id, exec_id)?;
+        if let Some(io) = process.io.lock().await.as_ref() {
+            io.close_stdin();
+        }
+        Ok(())
+    }
+
     pub fn pids(&self, id: &str) -> TaskResult<Vec<ProcessInfo>> {
         let container = self.container(id)?;
         let runtime = container.runtime.lock().unwrap();

@@ -27,12 +27,9 @@ pub struct CreateRequest {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
-    Unknown,
     Created,
     Running,
     Stopped,
-    Paused,
-    Pausing,
 }
 
 /// How and when a process ended.

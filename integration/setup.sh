@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Sets up a fresh Debian 12 machine for myshim and runs the demo:
+#   - Debian packages: busybox-static (the test image), runc and crun (peers for comparison),
+#     CNI plugins, build tools;
+#   - containerd 1.6, 1.7 and 2.1 side by side under /opt/myshim (system apt configuration untouched);
+#   - builds the workspace and the busybox image;
+#   - runs a container through myshim on a private containerd of each version.
+# Idempotent: a second run only rebuilds what changed. Run as root from the repository.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+  echo "setup.sh: run as root (it installs packages and starts containerd)" >&2
+  exit 1
+fi
+
+packages=(busybox-static runc crun containernetworking-plugins libseccomp-dev pkg-config iproute2 python3 util-linux)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "== installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq "${missing[@]}"
+fi
+
+echo "== containerd 1.6, 1.7, 2.1"
+integration/scripts/fetch-containerd.sh
+
+echo "== building"
+cargo build --workspace --bins --quiet
+
+echo "== demo"
+cargo run --quiet -p myshim-integration --bin demo

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Runs every test: unit tests, the runtime's root tests, and the end-to-end tests against private
+# containerd 1.6, 1.7 and 2.1 instances (started and stopped by the tests). Run as root after setup.sh.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [ "$(id -u)" != 0 ]; then
+  echo "test.sh: run as root (the tests create namespaces, mounts and cgroups)" >&2
+  exit 1
+fi
+for v in 1.6 1.7 2.1; do
+  if [ ! -x "${MYSHIM_OPT:-/opt/myshim}/containerd/$v/usr/bin/containerd" ]; then
+    echo "test.sh: containerd $v is missing: run integration/setup.sh first" >&2
+    exit 1
+  fi
+done
+
+# The end-to-end tests run the shim binary from target/debug.
+cargo build --workspace --bins --quiet
+cargo test --workspace --quiet -- "$@"

@@ -1,0 +1,100 @@
+//! The shim binary's bootstrap modes driven directly, the way containerd runs them.
+
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use myshim_integration::paths;
+
+fn shim(args: &[&str], cwd: &Path) -> Output {
+    Command::new(paths::shim_binary())
+        .args(args)
+        .current_dir(cwd)
+        .env_remove("GRPC_ADDRESS")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the shim")
+}
+
+fn wait_gone(pid: u32) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Path::new(&format!("/proc/{pid}")).exists() {
+        assert!(Instant::now() < deadline, "daemon {pid} did not exit");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// `start` prints only the reply (a 1.6-style plain address: no GRPC_ADDRESS), writes the address
+/// file, binds a 0600 socket; a second container of the same group reuses the daemon; SIGTERM on an
+/// empty daemon makes it exit and remove its socket.
+#[test]
+fn start_prints_only_the_reply_and_groups() {
+    let dir = paths::scratch("start");
+    let address = dir.join("containerd.sock").display().to_string();
+    let mut bundles = Vec::new();
+    for id in ["first", "second"] {
+        let bundle = dir.join(id);
+        std::fs::create_dir_all(&bundle).unwrap();
+        std::fs::write(bundle.join("config.json"), r#"{"annotations":{"io.containerd.runc.v2.group":"pod"}}"#).unwrap();
+        nix_mkfifo(&bundle.join("log"));
+        bundles.push(bundle);
+    }
+    let start = |id: &str, bundle: &Path| shim(&["-namespace", "ns", "-address", &address, "-publish-binary", "/bin/true", "-id", id, "start"], bundle);
+
+    let first = start("first", &bundles[0]);
+    assert!(first.status.success(), "{first:?}");
+    assert!(first.stderr.is_empty(), "start wrote to stderr: {:?}", String::from_utf8_lossy(&first.stderr));
+    let reply = String::from_utf8(first.stdout).unwrap();
+    assert!(reply.starts_with("unix:///run/containerd/s/"), "{reply:?}");
+    assert_eq!(std::fs::read_to_string(bundles[0].join("address")).unwrap(), reply);
+    let socket = reply.trim_start_matches("unix://").to_owned();
+    let meta = std::fs::metadata(&socket).unwrap();
+    assert!(meta.file_type().is_socket());
+    assert_eq!(meta.mode() & 0o777, 0o600);
+
+    let second = start("second", &bundles[1]);
+    assert!(second.status.success() && second.stderr.is_empty(), "{second:?}");
+    assert_eq!(String::from_utf8(second.stdout).unwrap(), reply, "same group, same daemon");
+
+    let record: serde_json::Value = serde_json::from_slice(&std::fs::read(format!("{socket}.myshim.json")).unwrap()).unwrap();
+    let pid = record["pid"].as_u64().unwrap() as u32;
+    // SAFETY: signalling the daemon this test started, by pid.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    wait_gone(pid);
+    assert!(!Path::new(&socket).exists(), "socket removed on exit");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+fn nix_mkfifo(path: &Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: creating a fifo at a path of this test.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+}
+
+/// `delete` for a bundle that is already gone succeeds quickly with a DeleteResponse, every time.
+#[test]
+fn delete_is_idempotent_and_tolerates_a_missing_bundle() {
+    let dir = paths::scratch("delete");
+    for _ in 0..2 {
+        let started = Instant::now();
+        let out = shim(&["-namespace", "ns", "-address", "/nowhere", "-publish-binary", "/bin/true", "-id", "gone", "-bundle", "/nonexistent/bundle", "delete"], &dir);
+        assert!(out.status.success(), "{out:?}");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        // DeleteResponse.exit_status (field 2) = 137, as a varint.
+        assert!(out.stdout.windows(3).any(|w| w == [0x10, 0x89, 0x01]), "{:?}", out.stdout);
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn version_and_info() {
+    let out = shim(&["-v"], Path::new("/"));
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("containerd-shim-myshim-v1"));
+    let info = shim(&["-info"], Path::new("/"));
+    assert!(info.status.success());
+    let text = String::from_utf8_lossy(&info.stdout);
+    assert!(text.contains("io.containerd.myshim.v1"));
+    assert!(text.contains("runtime-spec/1/features/Features") && text.contains("ociVersionMax"));
+}
