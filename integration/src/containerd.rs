@@ -70,23 +70,7 @@ impl Containerd {
         let dir = paths::scratch(&format!("containerd-{}-{name}", version.dir_name()));
         let namespace = format!("myshim-{}-{}", name.replace('_', "-"), std::process::id());
         fs::write(dir.join("config.toml"), config(version, &dir)).expect("write containerd config");
-        let log = fs::File::create(dir.join("containerd.log")).expect("create containerd log");
-        let path = format!(
-            "{}:{}:{}",
-            paths::shim_dir().display(),
-            version.bin_dir().display(),
-            std::env::var("PATH").unwrap_or_default()
-        );
-        let process = Command::new(version.bin_dir().join("containerd"))
-            .arg("--config")
-            .arg(dir.join("config.toml"))
-            .env("PATH", path)
-            .current_dir(&dir)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap_or_else(|e| panic!("start containerd {}: {e} (did the setup command run?)", version.dir_name()));
+        let process = spawn(version, &dir);
         let containerd = Containerd { version, dir, namespace, process, ids: Default::default() };
         containerd.wait_ready();
         containerd.ctr(&["images", "import", image::busybox_archive().to_str().unwrap()]).ok();
@@ -215,20 +199,26 @@ impl Containerd {
 
     /// Starts containerd again on the same directory (after [`Containerd::stop`]).
     pub fn restart(&mut self) {
-        let log = fs::OpenOptions::new().append(true).open(self.dir.join("containerd.log")).unwrap();
-        let path = format!("{}:{}:{}", paths::shim_dir().display(), self.version.bin_dir().display(), std::env::var("PATH").unwrap_or_default());
-        self.process = Command::new(self.version.bin_dir().join("containerd"))
-            .arg("--config")
-            .arg(self.dir.join("config.toml"))
-            .env("PATH", path)
-            .current_dir(&self.dir)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("restart containerd");
+        self.process = spawn(self.version, &self.dir);
         self.wait_ready();
     }
+}
+
+/// Starts containerd on the instance directory, with the shim's directory first on its PATH and its
+/// output appended to the instance's log.
+fn spawn(version: Version, dir: &Path) -> Child {
+    let log = fs::OpenOptions::new().create(true).append(true).open(dir.join("containerd.log")).expect("open containerd log");
+    let path = format!("{}:{}:{}", paths::shim_dir().display(), version.bin_dir().display(), std::env::var("PATH").unwrap_or_default());
+    Command::new(version.bin_dir().join("containerd"))
+        .arg("--config")
+        .arg(dir.join("config.toml"))
+        .env("PATH", path)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().expect("clone log handle"))
+        .stderr(log)
+        .spawn()
+        .unwrap_or_else(|e| panic!("start containerd {}: {e} (did integration/setup.sh run?)", version.dir_name()))
 }
 
 fn stop_process(child: &mut Child) {
