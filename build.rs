@@ -16,6 +16,7 @@ const FILES: &[&str] = &[
     "github.com/containerd/containerd/api/services/ttrpc/events/v1/events.proto",
     "github.com/containerd/containerd/api/services/events/v1/events.proto",
     "github.com/containerd/containerd/api/services/version/v1/version.proto",
+    "github.com/containerd/containerd/api/services/tasks/v1/tasks.proto",
     "github.com/containerd/cgroups/v3/cgroup1/stats/metrics.proto",
     "github.com/containerd/cgroups/v3/cgroup2/stats/metrics.proto",
 ];

@@ -68,7 +68,8 @@ impl Containerd {
     /// busybox image into a namespace of its own.
     pub fn start(version: Version, name: &str) -> Containerd {
         let dir = paths::scratch(&format!("containerd-{}-{name}", version.dir_name()));
-        let namespace = format!("myshim-{}-{}", name.replace('_', "-"), std::process::id());
+        // Unique per instance: cgroup paths (/<namespace>/<id>) are shared by every containerd on the host.
+        let namespace = format!("myshim-{}-{}-{}", name.replace('_', "-"), version.dir_name().replace('.', ""), std::process::id());
         fs::write(dir.join("config.toml"), config(version, &dir)).expect("write containerd config");
         let process = spawn(version, &dir);
         let containerd = Containerd { version, dir, namespace, process, ids: Default::default() };

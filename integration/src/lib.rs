@@ -5,7 +5,9 @@
 //! stops the containerd it started (by pid) and removes whatever its containers left behind, also when
 //! a test fails.
 
+pub mod api;
 pub mod containerd;
+pub mod events;
 pub mod image;
 pub mod leaks;
 pub mod paths;

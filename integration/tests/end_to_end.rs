@@ -2,12 +2,12 @@
 //! Each test starts its own containerd, runs its containers, and checks that nothing is left.
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use myshim_integration::containerd::RUNTIME;
+use myshim_integration::events::Events;
 use myshim_integration::{image, leaks, Containerd, Version};
 
 /// The container's output and exit code, the basic lifecycle and the leak check.
@@ -71,32 +71,10 @@ fn kill_gives_137(version: Version) {
 /// Events reach containerd in the order create < start < exit < delete.
 fn event_order(version: Version) {
     let c = Containerd::start(version, "events");
-    let mut events = c.ctr_command(&["events"]).stdout(Stdio::piped()).spawn().unwrap();
-    std::thread::sleep(Duration::from_millis(300));
+    let events = Events::watch(&c);
     c.run("ordered", &[], &["true"]).ok();
-    let reader = BufReader::new(events.stdout.take().unwrap());
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in reader.lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    let mut topics = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !topics.contains(&"/tasks/delete".to_string()) && Instant::now() < deadline {
-        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200)) {
-            if line.contains("\"ordered\"") || line.contains("container_id:\"ordered\"") || line.contains("ordered") {
-                if let Some(topic) = line.split_whitespace().find(|w| w.starts_with("/tasks/")) {
-                    topics.push(topic.to_owned());
-                }
-            }
-        }
-    }
-    let _ = events.kill();
-    let _ = events.wait();
-    assert_eq!(topics, ["/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete"], "event topics");
+    assert!(events.wait_for("ordered", "/tasks/delete", Duration::from_secs(10)), "no delete event: {:?}", events.topics_of("ordered"));
+    assert_eq!(events.topics_of("ordered"), ["/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete"], "event topics");
     c.assert_no_leftovers();
 }
 

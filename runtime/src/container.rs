@@ -4,21 +4,23 @@
 
 use std::fs::{self, File};
 use std::io::Read;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nix::fcntl::{open, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::stat::Mode;
-use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
 
 use crate::cgroups::{self, Cgroup};
 use crate::error::{Context, Error, Result};
 use crate::mounts::{mount_rootfs, unmount_recursive, RootfsMount};
 use crate::process::channel::{Channel, Report};
 use crate::process::init::InitPlan;
-use crate::process::{spawn, HELPER_ARG};
+use crate::process::exec::{ExecPlan, JOIN_ORDER};
+use crate::process::{spawn, HELPER_ARG, MODE_EXEC, MODE_INIT};
 use crate::spec;
 use crate::state::{validate_id, State, EXEC_FIFO};
 
@@ -75,6 +77,8 @@ pub struct Container {
     state_dir: PathBuf,
     /// The init's end of the control channel, while this process holds it (the creator, until start).
     control: Option<Channel>,
+    /// The master of the init's terminal, until the caller takes it.
+    console: Option<OwnedFd>,
 }
 
 impl Container {
@@ -85,9 +89,6 @@ impl Container {
         validate_id(options.id)?;
         let spec = spec::load(options.bundle)?;
         spec::validate(&spec)?;
-        if spec.process().as_ref().and_then(|p| p.terminal()) == Some(true) {
-            return Err(Error::Unsupported("process.terminal: terminals are not supported yet".into()));
-        }
         match fs::create_dir(&options.state_dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(Error::AlreadyExists(options.id.to_owned())),
@@ -98,7 +99,7 @@ impl Container {
         match result {
             Ok(state) => {
                 undo.disarm();
-                Ok(Container { state, state_dir: options.state_dir, control: None }.with_control(undo.control.take()))
+                Ok(Container { state, state_dir: options.state_dir, control: undo.control.take(), console: undo.console.take() })
             }
             Err(e) => {
                 undo.run();
@@ -107,15 +108,10 @@ impl Container {
         }
     }
 
-    fn with_control(mut self, control: Option<Channel>) -> Container {
-        self.control = control;
-        self
-    }
-
     /// Picks up a container from its state directory.
     pub fn load(state_dir: &Path) -> Result<Container> {
         let state = State::load(state_dir)?;
-        Ok(Container { state, state_dir: state_dir.to_owned(), control: None })
+        Ok(Container { state, state_dir: state_dir.to_owned(), control: None, console: None })
     }
 
     pub fn state(&self) -> &State {
@@ -179,6 +175,54 @@ impl Container {
         }
     }
 
+    /// The master of the init's terminal (when the spec asked for one), once.
+    pub fn take_console(&mut self) -> Option<OwnedFd> {
+        self.console.take()
+    }
+
+    /// Starts `process` inside the running container: in all of its init's namespaces and its cgroup.
+    /// Returns once the program runs (or fails to, with the reason).
+    pub fn exec(&self, runtime: &Runtime, process: Process, stdio: Stdio) -> Result<Started> {
+        let id = &self.state.id;
+        let namespaces = self.namespaces_to_join()?;
+        let (names, fds): (Vec<String>, Vec<OwnedFd>) = namespaces.into_iter().unzip();
+        // The descriptors were opened from /proc/<pid>: make sure that pid was still our init.
+        if !self.state.init_is_alive() {
+            return Err(Error::State { id: id.clone(), reason: "the container's init is not running".into() });
+        }
+        let raw: Vec<_> = fds.iter().map(|fd| fd.as_raw_fd()).collect();
+        let oom_score_adj = process.oom_score_adj();
+        let plan = ExecPlan { process, namespaces: names };
+        let helper = Helper { mode: MODE_EXEC, stdio: &stdio, cgroup: self.state.cgroup.as_ref(), oom_score_adj };
+        let mut pids = Vec::new();
+        match helper.run(runtime, &plan, &raw, &mut pids) {
+            Ok((started, _)) => Ok(started),
+            Err(e) => {
+                for pid in pids {
+                    let _ = crate::sys::send_signal(pid, libc::SIGKILL as u32);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Descriptors of the init's namespaces that differ from ours, in the order to join them.
+    fn namespaces_to_join(&self) -> Result<Vec<(String, OwnedFd)>> {
+        let mut joined = Vec::new();
+        for name in JOIN_ORDER {
+            let theirs = format!("/proc/{}/ns/{name}", self.state.pid);
+            let (Ok(their_ns), Ok(our_ns)) = (fs::metadata(&theirs), fs::metadata(format!("/proc/self/ns/{name}"))) else {
+                continue;
+            };
+            if (their_ns.dev(), their_ns.ino()) == (our_ns.dev(), our_ns.ino()) {
+                continue;
+            }
+            let fd = File::open(&theirs).context(|| format!("container {}: open {theirs}", self.state.id))?;
+            joined.push((name.to_string(), OwnedFd::from(fd)));
+        }
+        Ok(joined)
+    }
+
     /// Sends `signal` to the init, or with `all` to every process of the container.
     pub fn signal(&self, signal: u32, all: bool) -> Result<()> {
         if all {
@@ -191,6 +235,33 @@ impl Container {
         }
         crate::sys::send_signal(self.state.pid, signal)
             .map_err(|e| Error::io(format!("container {}: signal {signal} to pid {}", self.state.id, self.state.pid), e))
+    }
+
+    fn cgroup_or_error(&self) -> Result<&Cgroup> {
+        self.state.cgroup.as_ref().ok_or_else(|| Error::State { id: self.state.id.clone(), reason: "the container has no cgroup".into() })
+    }
+
+    /// Freezes (or thaws) every process of the container.
+    pub fn set_paused(&self, paused: bool) -> Result<()> {
+        self.cgroup_or_error()?.set_frozen(paused)
+    }
+
+    /// Applies new resource limits to the container's cgroup.
+    pub fn update(&self, resources: &oci_spec::runtime::LinuxResources) -> Result<()> {
+        cgroups::v1::apply(self.cgroup_or_error()?, resources)
+    }
+
+    /// What the container's cgroup reports.
+    pub fn stats(&self) -> Result<cgroups::stats::Stats> {
+        Ok(cgroups::stats::read(self.cgroup_or_error()?))
+    }
+
+    /// An eventfd readable on every OOM in the container (None without a memory controller).
+    pub fn oom_notifier(&self) -> Result<Option<OwnedFd>> {
+        match self.state.cgroup.as_ref().and_then(|c| c.dir_of("memory")) {
+            Some(dir) => cgroups::v1::oom_eventfd(dir).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// Pids of every process of the container.
@@ -256,6 +327,7 @@ struct Undo {
     cgroup: Option<Cgroup>,
     pids: Vec<u32>,
     control: Option<Channel>,
+    console: Option<OwnedFd>,
 }
 
 impl Undo {
@@ -268,6 +340,7 @@ impl Undo {
 
     fn run(&mut self) {
         self.control = None;
+        self.console = None;
         for pid in self.pids.drain(..) {
             let _ = crate::sys::send_signal(pid, libc::SIGKILL as u32);
         }
@@ -310,34 +383,15 @@ fn create_in(runtime: &Runtime, spec: &Spec, options: &CreateOptions<'_>, undo: 
     let exec_fifo = options.state_dir.join(EXEC_FIFO);
     nix::unistd::mkfifo(&exec_fifo, Mode::from_bits_truncate(0o600)).context(|| format!("create {}", exec_fifo.display()))?;
 
-    let (mut control, helper_end) = Channel::pair().context(|| "create the control socket".into())?;
-    let helper_end = OwnedFd::from(helper_end);
-    let stdio = &options.stdio;
-    let helper_pid = spawn::spawn_helper(&runtime.helper, &["myshim-init", HELPER_ARG], [&stdio.stdin, &stdio.stdout, &stdio.stderr], &helper_end)
-        .context(|| format!("start the init helper {}", runtime.helper.display()))?;
-    drop(helper_end);
-    undo.pids.push(helper_pid);
-    if let Some(cgroup) = &cgroup {
-        cgroup.add_process(helper_pid)?;
-    }
-    if let Some(score) = spec.process().as_ref().and_then(|p| p.oom_score_adj()) {
-        crate::sys::set_oom_score_adj(helper_pid, score).context(|| format!("process.oomScoreAdj: set {score}"))?;
-    }
-
     let plan = InitPlan { spec: spec.clone(), rootfs: rootfs.clone(), exec_fifo, cgroup: cgroup.clone() };
-    control.send(&plan).context(|| "send the init plan".into())?;
-    let mut init_pid = helper_pid;
-    loop {
-        match control.receive::<Report>(Some(SETUP_TIMEOUT)).context(|| format!("container {id}: wait for the init"))? {
-            Some((Report::Pid(pid), _)) => {
-                init_pid = pid;
-                undo.pids.push(pid);
-            }
-            Some((Report::Ready, _)) => break,
-            Some((Report::Failed(reason), _)) => return Err(Error::Init(reason)),
-            None => return Err(Error::Init(format!("container {id}: the init exited during setup"))),
-        }
-    }
+    let oom_score_adj = spec.process().as_ref().and_then(|p| p.oom_score_adj());
+    let helper = Helper { mode: MODE_INIT, stdio: &options.stdio, cgroup: cgroup.as_ref(), oom_score_adj };
+    let (started, control) = helper.run(runtime, &plan, &[], &mut undo.pids).map_err(|e| match e {
+        Error::Init(reason) if reason.is_empty() => Error::Init(format!("container {id}: the init exited during setup")),
+        other => other,
+    })?;
+    let init_pid = started.pid;
+    undo.console = started.console;
 
     let state = State {
         id: id.to_owned(),
@@ -354,6 +408,60 @@ fn create_in(runtime: &Runtime, spec: &Spec, options: &CreateOptions<'_>, undo: 
     state.save(&options.state_dir)?;
     undo.control = Some(control);
     Ok(state)
+}
+
+/// A helper process to start: its mode, stdio, and where it goes before it runs.
+struct Helper<'a> {
+    mode: &'static str,
+    stdio: &'a Stdio,
+    cgroup: Option<&'a Cgroup>,
+    oom_score_adj: Option<i32>,
+}
+
+/// What a helper reported: the pid of the process it became (or forked), and a terminal master.
+pub struct Started {
+    pub pid: u32,
+    pub console: Option<OwnedFd>,
+}
+
+impl Helper<'_> {
+    /// Spawns the helper, puts it into the cgroup, sends `plan` (with `fds`), and reads its reports:
+    /// an init until it is ready (the channel stays open for start), an exec until the program runs
+    /// (the channel closes at its execve). Every pid seen is pushed to `pids` for the caller's undo.
+    fn run<P: serde::Serialize>(&self, runtime: &Runtime, plan: &P, fds: &[std::os::fd::RawFd], pids: &mut Vec<u32>) -> Result<(Started, Channel)> {
+        let (mut control, helper_end) = Channel::pair().context(|| "create the control socket".into())?;
+        let helper_end = OwnedFd::from(helper_end);
+        let stdio = self.stdio;
+        let helper_pid = spawn::spawn_helper(&runtime.helper, &["myshim-init", HELPER_ARG, self.mode], [&stdio.stdin, &stdio.stdout, &stdio.stderr], &helper_end)
+            .context(|| format!("start the {} helper {}", self.mode, runtime.helper.display()))?;
+        drop(helper_end);
+        pids.push(helper_pid);
+        if let Some(cgroup) = self.cgroup {
+            cgroup.add_process(helper_pid)?;
+        }
+        if let Some(score) = self.oom_score_adj {
+            crate::sys::set_oom_score_adj(helper_pid, score).context(|| format!("process.oomScoreAdj: set {score}"))?;
+        }
+        control.send_with_fds(plan, fds).context(|| format!("send the {} plan", self.mode))?;
+
+        let mut started = Started { pid: helper_pid, console: None };
+        loop {
+            match control.receive::<Report>(Some(SETUP_TIMEOUT)).context(|| format!("wait for the {} helper", self.mode))? {
+                Some((Report::Pid(pid), _)) => {
+                    started.pid = pid;
+                    pids.push(pid);
+                }
+                Some((Report::Console, mut received)) => {
+                    started.console = Some(received.pop().ok_or_else(|| Error::Init("the terminal did not arrive".into()))?);
+                }
+                Some((Report::Ready, _)) => return Ok((started, control)),
+                Some((Report::Failed(reason), _)) => return Err(Error::Init(reason)),
+                // An init closing its channel died during setup; an exec's closes at its execve.
+                None if self.mode == MODE_EXEC => return Ok((started, control)),
+                None => return Err(Error::Init(String::new())),
+            }
+        }
+    }
 }
 
 /// Waits until one byte can be read from `fd`: `Ok(false)` when the writer closed without writing.

@@ -16,7 +16,7 @@ pub mod spec;
 pub mod state;
 pub mod sys;
 
-pub use container::{Container, CreateOptions, Runtime, Stdio};
+pub use container::{Container, CreateOptions, Runtime, Started, Stdio};
 pub use error::{Error, Result};
 pub use mounts::RootfsMount;
 pub use process::run_helper_if_requested;

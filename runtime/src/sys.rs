@@ -130,6 +130,16 @@ pub fn take_inherited_fd(fd: RawFd) -> Option<OwnedFd> {
     }
 }
 
+/// Sets a terminal's window size (TIOCSWINSZ), for the pty master of a container process.
+pub fn set_window_size(fd: std::os::fd::BorrowedFd<'_>, width: u16, height: u16) -> io::Result<()> {
+    let size = libc::winsize { ws_row: height, ws_col: width, ws_xpixel: 0, ws_ypixel: 0 };
+    // SAFETY: TIOCSWINSZ reads a winsize struct we own, on a descriptor the caller keeps open.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCSWINSZ, &size) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Duplicates `fd` at a number >= `min` with close-on-exec set.
 pub(crate) fn dup_above(fd: RawFd, min: RawFd) -> io::Result<OwnedFd> {
     // SAFETY: F_DUPFD_CLOEXEC returns a fresh descriptor that we own.

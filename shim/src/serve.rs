@@ -37,7 +37,7 @@ async fn run(flags: &Flags, listener: UnixListener) -> Result<()> {
     let mut sigterm = signal(SignalKind::terminate()).context("watch SIGTERM")?;
 
     let (queue, receiver) = events::queue();
-    let core = TaskCore::new(queue, myshim_runtime::Runtime::default());
+    let core = TaskCore::new(queue, myshim_runtime::Runtime::default(), flags.namespace.clone());
     let ttrpc_address = std::env::var("TTRPC_ADDRESS").unwrap_or_else(|_| DEFAULT_TTRPC_ADDRESS.into());
     tokio::spawn(publisher::run(receiver, flags.namespace.clone(), ttrpc_address));
 

@@ -5,6 +5,7 @@
 //! ones like `name=systemd` included, and the unified hierarchy of a hybrid host), so that it is fully
 //! accounted and fully removed. Resource limits are written by [`v1`].
 
+pub mod stats;
 pub mod v1;
 
 use std::fs;

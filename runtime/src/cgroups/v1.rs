@@ -128,6 +128,22 @@ fn device_rule(rule: &LinuxDeviceCgroup) -> String {
     format!("{typ} {}:{} {access}", number(rule.major()), number(rule.minor()))
 }
 
+/// An eventfd that becomes readable whenever the memory controller of `dir` hits an OOM (and once
+/// more when the group is removed): registered through `cgroup.event_control` on `memory.oom_control`.
+pub fn oom_eventfd(dir: &Path) -> Result<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    // SAFETY: eventfd returns a new descriptor that we own.
+    let efd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+    if efd < 0 {
+        return Err(Error::io("create an eventfd", std::io::Error::last_os_error()));
+    }
+    // SAFETY: `efd` was just created and is owned by nobody else.
+    let efd = unsafe { OwnedFd::from_raw_fd(efd) };
+    let control = fs::File::open(dir.join("memory.oom_control")).context(|| format!("open {}/memory.oom_control", dir.display()))?;
+    write(dir, "cgroup.event_control", &format!("{} {}", efd.as_raw_fd(), control.as_raw_fd()))?;
+    Ok(efd)
+}
+
 /// Freezes or thaws a freezer group and waits until the kernel reports the new state.
 pub fn set_frozen(dir: &Path, frozen: bool) -> Result<()> {
     let want = if frozen { "FROZEN" } else { "THAWED" };

@@ -23,6 +23,8 @@ pub(crate) enum Report {
     Pid(u32),
     /// Set up and waiting to be started.
     Ready,
+    /// The terminal's master follows as a descriptor with this message.
+    Console,
     /// Setup or exec failed; the text says why.
     Failed(String),
 }
@@ -67,7 +69,7 @@ impl Channel {
         let deadline = timeout.map(|t| Instant::now() + t);
         self.wait_readable(deadline)?;
         let mut header = [0u8; 4];
-        let mut space = nix::cmsg_space!([RawFd; 4]);
+        let mut space = nix::cmsg_space!([RawFd; 16]);
         let (read, fds) = {
             let mut iov = [IoSliceMut::new(&mut header)];
             let msg = recvmsg::<()>(self.socket.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)?;

@@ -3,27 +3,24 @@
 //!
 //! Steps: read the plan from the control channel; join the namespaces the spec names by path and
 //! unshare the new ones; fork once if the pid namespace changes (the child becomes pid 1 and the helper
-//! reports its host pid and exits); build the filesystem and `pivot_root`; set the hostname; check that
-//! the program exists; report ready; block on the exec fifo until the runtime's start opens it; then
-//! drop to the process's user and `execve` it.
+//! reports its host pid and exits); build the filesystem and `pivot_root`; set the hostname; attach a
+//! terminal if asked; check that the program exists; report ready; block on the exec fifo until the
+//! runtime's start opens it; then take on the process's identity and `execve` the program.
 
-use std::ffi::CString;
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::PathBuf;
 
 use nix::fcntl::{open, OFlag};
 use nix::sched::{setns, unshare, CloneFlags};
-use nix::sys::stat::{umask, Mode};
-use nix::unistd::{fork, ForkResult, Gid, Uid};
+use nix::sys::stat::Mode;
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use serde::{Deserialize, Serialize};
 
 use super::channel::{Channel, Report};
-use super::spawn::CONTROL_FD;
+use super::launch::{attach_terminal, exec_program, find_program, Never};
+use super::{clone_flag, fork_into_pid_namespace};
 use crate::cgroups::Cgroup;
 use crate::error::{Context, Error, Result};
 
@@ -38,36 +35,13 @@ pub(crate) struct InitPlan {
     pub cgroup: Option<Cgroup>,
 }
 
-/// Entry point of the helper: never returns.
-pub(crate) fn main() -> ! {
-    // SAFETY: descriptor 3 was placed there by spawn_helper and belongs to this process alone.
-    let control = unsafe { UnixStream::from_raw_fd(CONTROL_FD) };
-    crate::sys::close_descriptors_from(CONTROL_FD + 1);
-    // dup2 cleared close-on-exec; the user's program must not inherit the channel, and its closing at
-    // exec is how the runtime learns the exec happened.
-    let _ = crate::sys::set_cloexec(CONTROL_FD, true);
-    let mut channel = Channel::from_stream(control);
-    let error = match run(&mut channel) {
-        Ok(never) => match never {},
-        Err(e) => e,
-    };
-    let _ = channel.send(&Report::Failed(error.to_string()));
-    std::process::exit(1);
-}
-
-enum Never {}
-
-fn run(channel: &mut Channel) -> Result<Never> {
-    // Until the user's program replaces us, nothing in the container may open /proc/<pid>/exe (the
-    // runtime binary) or ptrace us: being non-dumpable makes /proc/<pid> ours alone.
-    nix::sys::prctl::set_dumpable(false).context(|| "prctl(PR_SET_DUMPABLE)".into())?;
-    umask(Mode::empty());
-
+pub(crate) fn run(channel: &mut Channel) -> Result<Never> {
     let (plan, _): (InitPlan, _) = channel
         .receive(None)
         .context(|| "read the init plan".into())?
         .ok_or_else(|| Error::Init("the runtime closed the control channel before sending the plan".into()))?;
     let spec = &plan.spec;
+    let process = spec.process().as_ref().ok_or_else(|| Error::spec("process", "missing"))?;
     // Opened now, while the host's paths are still visible; used after pivot_root through /proc.
     let exec_fifo = open(&plan.exec_fifo, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
         .context(|| format!("open exec fifo {}", plan.exec_fifo.display()))?;
@@ -81,16 +55,14 @@ fn run(channel: &mut Channel) -> Result<Never> {
     if let Some(domainname) = spec.domainname().as_deref().filter(|d| !d.is_empty()) {
         set_domainname(domainname)?;
     }
-
-    let process = spec.process().as_ref().ok_or_else(|| Error::spec("process", "missing"))?;
-    let args = process.args().clone().unwrap_or_default();
-    let env = process.env().clone().unwrap_or_default();
-    let program = find_program(&args[0], &env)?;
+    if process.terminal() == Some(true) {
+        attach_terminal(channel, process, true)?;
+    }
+    let program = find_program(process)?;
 
     channel.send(&Report::Ready).context(|| "report ready".into())?;
     wait_for_start(&exec_fifo)?;
-
-    finish_and_exec(spec, &program, &args, &env)
+    exec_program(process, &program)
 }
 
 /// Joins namespaces given by path, unshares the new ones, and forks into a changed pid namespace. On
@@ -119,40 +91,10 @@ fn enter_namespaces(spec: &Spec, channel: &mut Channel) -> Result<()> {
         }
     }
     unshare(new).context(|| format!("unshare namespaces {new:?}"))?;
-    if !pid_changes {
-        return Ok(());
+    if pid_changes {
+        fork_into_pid_namespace(channel)?;
     }
-    // The child must not write to the channel before the parent's pid report is out: it waits for the
-    // parent to exit, seen as end-of-file on this pipe.
-    let (parent_gone, parent_alive) = nix::unistd::pipe().context(|| "create a pipe".into())?;
-    // SAFETY: this helper is single-threaded (freshly executed, no threads started), so the child may
-    // run any code.
-    match unsafe { fork() }.context(|| "fork into the container's pid namespace".into())? {
-        ForkResult::Child => {
-            drop(parent_alive);
-            let mut byte = [0u8; 1];
-            let _ = nix::unistd::read(&parent_gone, &mut byte);
-            Ok(())
-        }
-        ForkResult::Parent { child } => {
-            let _ = channel.send(&Report::Pid(child.as_raw() as u32));
-            std::process::exit(0);
-        }
-    }
-}
-
-fn clone_flag(typ: LinuxNamespaceType) -> Result<CloneFlags> {
-    use LinuxNamespaceType::*;
-    Ok(match typ {
-        Mount => CloneFlags::CLONE_NEWNS,
-        Cgroup => CloneFlags::CLONE_NEWCGROUP,
-        Uts => CloneFlags::CLONE_NEWUTS,
-        Ipc => CloneFlags::CLONE_NEWIPC,
-        User => CloneFlags::CLONE_NEWUSER,
-        Pid => CloneFlags::CLONE_NEWPID,
-        Network => CloneFlags::CLONE_NEWNET,
-        Time => return Err(Error::Unsupported("linux.namespaces: time namespaces are not supported yet".into())),
-    })
+    Ok(())
 }
 
 fn set_domainname(name: &str) -> Result<()> {
@@ -164,71 +106,10 @@ fn set_domainname(name: &str) -> Result<()> {
     Ok(())
 }
 
-const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-/// Finds the program as execvp would, inside the container, with the messages runc gives.
-fn find_program(name: &str, env: &[String]) -> Result<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let executable = |p: &Path| std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
-    if name.contains('/') {
-        return match executable(Path::new(name)) {
-            Ok(true) => Ok(PathBuf::from(name)),
-            Ok(false) => Err(Error::Init(format!("exec: {name:?}: permission denied"))),
-            Err(e) => Err(Error::Init(format!("exec: {name:?}: stat {name}: {}", crate::error::lower(&e)))),
-        };
-    }
-    let path = env.iter().find_map(|e| e.strip_prefix("PATH=")).unwrap_or(DEFAULT_PATH);
-    path.split(':')
-        .map(|dir| Path::new(if dir.is_empty() { "." } else { dir }).join(name))
-        .find(|p| executable(p).unwrap_or(false))
-        .ok_or_else(|| Error::Init(format!("exec: {name:?}: executable file not found in $PATH")))
-}
-
 /// Blocks until the runtime's start opens the exec fifo for reading, then tells it we are going.
 fn wait_for_start(exec_fifo: &OwnedFd) -> Result<()> {
     let path = format!("/proc/self/fd/{}", exec_fifo.as_raw_fd());
     let fifo = open(path.as_str(), OFlag::O_WRONLY | OFlag::O_CLOEXEC, Mode::empty())
         .context(|| "open the exec fifo (is /proc mounted in the container?)".into())?;
     File::from(fifo).write_all(b"0").context(|| "write to the exec fifo".into())
-}
-
-/// Applies the process's identity and environment and replaces this process with the program.
-fn finish_and_exec(spec: &Spec, program: &Path, args: &[String], env: &[String]) -> Result<Never> {
-    let process = spec.process().as_ref().ok_or_else(|| Error::spec("process", "missing"))?;
-    let user = process.user();
-    let groups: Vec<Gid> = user.additional_gids().iter().flatten().map(|g| Gid::from_raw(*g)).collect();
-    nix::unistd::setgroups(&groups).context(|| format!("process.user.additionalGids: setgroups {groups:?}"))?;
-    nix::unistd::setgid(Gid::from_raw(user.gid())).context(|| format!("process.user.gid: setgid {}", user.gid()))?;
-    nix::unistd::setuid(Uid::from_raw(user.uid())).context(|| format!("process.user.uid: setuid {}", user.uid()))?;
-    umask(Mode::from_bits_truncate(user.umask().unwrap_or(0o022)));
-    let cwd = process.cwd();
-    std::env::set_current_dir(cwd).context(|| format!("process.cwd: chdir to {}", cwd.display()))?;
-    if process.no_new_privileges() == Some(true) {
-        nix::sys::prctl::set_no_new_privs().context(|| "prctl(PR_SET_NO_NEW_PRIVS)".into())?;
-    }
-    reset_signals();
-
-    let c_program = CString::new(program.as_os_str().as_bytes()).map_err(|_| Error::spec("process.args[0]", "contains NUL"))?;
-    let c_args = to_cstrings(args, "process.args")?;
-    let c_env = to_cstrings(env, "process.env")?;
-    let err = nix::unistd::execve(&c_program, &c_args, &c_env).unwrap_err();
-    Err(Error::Init(format!("exec: {:?}: {}", args[0], err.desc().to_lowercase())))
-}
-
-fn to_cstrings(items: &[String], field: &str) -> Result<Vec<CString>> {
-    items.iter().map(|s| CString::new(s.as_bytes()).map_err(|_| Error::spec(field, format!("{s:?} contains NUL")))).collect()
-}
-
-/// The helper inherited the shim's signal dispositions: give the program the defaults, and an empty
-/// signal mask, as a freshly started process expects (ignored SIGPIPE would survive execve).
-fn reset_signals() {
-    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
-    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
-    for signal in Signal::iterator() {
-        if !matches!(signal, Signal::SIGKILL | Signal::SIGSTOP) {
-            // SAFETY: installing SIG_DFL runs no handler code.
-            let _ = unsafe { sigaction(signal, &default) };
-        }
-    }
-    let _ = SigSet::empty().thread_set_mask();
 }

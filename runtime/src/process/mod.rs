@@ -8,35 +8,117 @@
 //!
 //! 1. In the caller, everything is prepared up front: the argument and environment arrays, the stdio
 //!    descriptors and a control socket, staged at high descriptor numbers.
-//! 2. [`spawn`] calls the raw `clone` system call; the child only `dup2`s the staged descriptors to 0–3
-//!    and `execve`s the helper binary (the caller's own executable, which calls
+//! 2. [`spawn`] calls the raw `clone` system call; the child only `dup2`s the staged descriptors into
+//!    place and `execve`s the helper binary (the caller's own executable, which calls
 //!    [`run_helper_if_requested`] first thing in `main`).
 //! 3. The helper is a fresh single-threaded process. It reads its plan from the control socket, joins
 //!    or creates the namespaces, forks once when the pid namespace changes (the child becomes the
-//!    container's pid 1 and the helper reports its host pid and exits), builds the filesystem and
-//!    `pivot_root`s, then reports ready and blocks on the exec fifo.
-//! 4. Start opens the exec fifo; the init drops privileges and `execve`s the user's program. The
-//!    control socket is close-on-exec, so its end-of-file tells the runtime the exec happened; a failed
-//!    exec is reported on it instead.
+//!    container's pid 1, or the exec'd process, and the helper reports its host pid and exits), then
+//!    builds the filesystem and `pivot_root`s (init) and attaches a terminal if one was asked for.
+//! 4. The init reports ready and blocks on the exec fifo; start opens it. The init (or an exec's
+//!    process, at once) takes on the process's user and `execve`s the program. The control socket is
+//!    close-on-exec, so its end-of-file tells the runtime the exec happened; a failed exec is reported on
+//!    it instead.
 //!
 //! The helper is non-dumpable from its first instruction until the user's program replaces it, so a
 //! container process can neither open `/proc/<pid>/exe` (the runtime binary) nor ptrace it.
 //!
 //! The runtime never reaps: the pids it returns belong to the caller's single reaper (the shim's
-//! SIGCHLD loop, or [`crate::sys::wait_child`] in the CLI). Because the init may be a grandchild, the
-//! caller must be a child subreaper to see its exit.
+//! SIGCHLD loop, or [`crate::sys::wait_for_exit`] in the CLI). Because a container process may be a
+//! grandchild, the caller must be a child subreaper to see its exit.
 
 pub(crate) mod channel;
+pub(crate) mod exec;
 pub(crate) mod init;
-pub(crate) mod spawn;
+mod launch;
+pub mod spawn;
+
+use std::os::unix::net::UnixStream;
+use std::os::fd::FromRawFd;
+
+use nix::sched::CloneFlags;
+use nix::sys::stat::{umask, Mode};
+use nix::unistd::{fork, ForkResult};
+use oci_spec::runtime::LinuxNamespaceType;
+
+use channel::{Channel, Report};
+use spawn::CONTROL_FD;
+use crate::error::{Context, Error, Result};
 
 /// The argument that turns the runtime's host binary into the helper.
 pub const HELPER_ARG: &str = "__myshim_init";
 
-/// Runs the container init helper and never returns when this process was started as one; returns
+/// What a helper is asked to do (the argument after [`HELPER_ARG`]).
+pub(crate) const MODE_INIT: &str = "init";
+pub(crate) const MODE_EXEC: &str = "exec";
+
+/// Runs the container helper and never returns when this process was started as one; returns
 /// immediately otherwise. Call it first thing in `main`, before any thread is started.
 pub fn run_helper_if_requested() {
-    if std::env::args_os().nth(1).is_some_and(|a| a == HELPER_ARG) {
-        init::main();
+    let mut args = std::env::args_os().skip(1);
+    if args.next().is_none_or(|a| a != HELPER_ARG) {
+        return;
     }
+    let mode = args.next().and_then(|m| m.into_string().ok()).unwrap_or_default();
+    // SAFETY: descriptor 3 was placed there by spawn_helper and belongs to this process alone.
+    let control = unsafe { UnixStream::from_raw_fd(CONTROL_FD) };
+    crate::sys::close_descriptors_from(CONTROL_FD + 1);
+    // dup2 cleared close-on-exec; the user's program must not inherit the channel, and its closing at
+    // exec is how the runtime learns the exec happened.
+    let _ = crate::sys::set_cloexec(CONTROL_FD, true);
+    let mut channel = Channel::from_stream(control);
+    let result = prepare().and_then(|()| match mode.as_str() {
+        MODE_INIT => init::run(&mut channel),
+        MODE_EXEC => exec::run(&mut channel),
+        other => Err(Error::Init(format!("unknown helper mode {other:?}"))),
+    });
+    let error = match result {
+        Ok(never) => match never {},
+        Err(e) => e,
+    };
+    let _ = channel.send(&Report::Failed(error.to_string()));
+    std::process::exit(1);
+}
+
+fn prepare() -> Result<()> {
+    // Until the user's program replaces us, nothing in the container may open /proc/<pid>/exe (the
+    // runtime binary) or ptrace us: being non-dumpable makes /proc/<pid> ours alone.
+    nix::sys::prctl::set_dumpable(false).context(|| "prctl(PR_SET_DUMPABLE)".into())?;
+    umask(Mode::empty());
+    Ok(())
+}
+
+/// Forks so that the child runs in the pid namespace this process entered (setns and unshare of a
+/// pid namespace only affect children). The parent reports the child's host pid and exits; the child
+/// returns once the parent is gone, so the two never write to the channel at the same time.
+pub(crate) fn fork_into_pid_namespace(channel: &mut Channel) -> Result<()> {
+    let (parent_gone, parent_alive) = nix::unistd::pipe().context(|| "create a pipe".into())?;
+    // SAFETY: the helper is single-threaded (freshly executed, no threads started), so the child may
+    // run any code.
+    match unsafe { fork() }.context(|| "fork into the container's pid namespace".into())? {
+        ForkResult::Child => {
+            drop(parent_alive);
+            let mut byte = [0u8; 1];
+            let _ = nix::unistd::read(&parent_gone, &mut byte);
+            Ok(())
+        }
+        ForkResult::Parent { child } => {
+            let _ = channel.send(&Report::Pid(child.as_raw() as u32));
+            std::process::exit(0);
+        }
+    }
+}
+
+pub(crate) fn clone_flag(typ: LinuxNamespaceType) -> Result<CloneFlags> {
+    use LinuxNamespaceType::*;
+    Ok(match typ {
+        Mount => CloneFlags::CLONE_NEWNS,
+        Cgroup => CloneFlags::CLONE_NEWCGROUP,
+        Uts => CloneFlags::CLONE_NEWUTS,
+        Ipc => CloneFlags::CLONE_NEWIPC,
+        User => CloneFlags::CLONE_NEWUSER,
+        Pid => CloneFlags::CLONE_NEWPID,
+        Network => CloneFlags::CLONE_NEWNET,
+        Time => return Err(Error::Unsupported("linux.namespaces: time namespaces are not supported yet".into())),
+    })
 }

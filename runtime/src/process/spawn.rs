@@ -1,6 +1,6 @@
-//! Starting a helper process from a multi-threaded caller (the shim) without running any Rust code in
-//! the child: everything is prepared before `clone`, and the child only moves descriptors into place
-//! with `dup2` and calls `execve`.
+//! Starting a program from a multi-threaded caller (the shim) without running any Rust code in the
+//! child: everything is prepared before `clone`, and the child only moves descriptors into place with
+//! `dup2` and calls `execve`.
 
 use std::ffi::{CStr, CString};
 use std::io;
@@ -10,39 +10,49 @@ use std::path::Path;
 
 use crate::sys::dup_above;
 
-/// Descriptor numbers the helper finds its inputs at.
+/// Descriptor number the helper finds its control channel at.
 pub(crate) const CONTROL_FD: RawFd = 3;
 
-/// Descriptors are first duplicated above this number, so that moving them to 0..=3 in the child can
-/// never overwrite one that still has to be moved.
-const STAGING_FLOOR: RawFd = 10;
+/// Descriptors are first duplicated above this number, so that moving them to their targets in the
+/// child can never overwrite one that still has to be moved.
+const STAGING_FLOOR: RawFd = 64;
 
-/// Starts `exe` with `args` and an empty environment; the child gets `stdio` at 0, 1, 2 and `control`
-/// at [`CONTROL_FD`]. Returns the child's pid.
+/// Most descriptors a spawn can place (stdio, control, a logger's three pipes).
+const MAX_PLACED: usize = 8;
+
+/// Starts the helper binary `exe` with `args` and an empty environment; the child gets `stdio` at 0,
+/// 1, 2 and `control` at [`CONTROL_FD`]. Returns the child's pid.
 pub(crate) fn spawn_helper(exe: &Path, args: &[&str], stdio: [&OwnedFd; 3], control: &OwnedFd) -> io::Result<u32> {
-    let exe = CString::new(exe.as_os_str().as_bytes()).map_err(io::Error::other)?;
-    let args: Vec<CString> = args.iter().map(|a| CString::new(*a).map_err(io::Error::other)).collect::<io::Result<_>>()?;
-    let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
-    argv.push(std::ptr::null());
-    let envp: [*const libc::c_char; 1] = [std::ptr::null()];
-
-    // Staged copies are close-on-exec in this process; dup2 in the child clears the flag on the target.
-    let staged = [
-        dup_above(stdio[0].as_raw_fd(), STAGING_FLOOR)?,
-        dup_above(stdio[1].as_raw_fd(), STAGING_FLOOR)?,
-        dup_above(stdio[2].as_raw_fd(), STAGING_FLOOR)?,
-        dup_above(control.as_raw_fd(), STAGING_FLOOR)?,
-    ];
-    let moves: [(RawFd, RawFd); 4] = [
-        (staged[0].as_raw_fd(), 0),
-        (staged[1].as_raw_fd(), 1),
-        (staged[2].as_raw_fd(), 2),
-        (staged[3].as_raw_fd(), CONTROL_FD),
-    ];
-    clone_and_exec(&exe, &argv, &envp, &moves)
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    spawn(exe, &args, &[], &[(stdio[0], 0), (stdio[1], 1), (stdio[2], 2), (control, CONTROL_FD)])
 }
 
-fn clone_and_exec(exe: &CStr, argv: &[*const libc::c_char], envp: &[*const libc::c_char], moves: &[(RawFd, RawFd); 4]) -> io::Result<u32> {
+/// Starts `program` with `args` (argv[0] included) and `env`, each `(descriptor, number)` placed at
+/// that number in the child and everything else closed at exec. Returns the child's pid; the caller's
+/// reaper collects its exit.
+pub fn spawn(program: &Path, args: &[String], env: &[String], placed: &[(&OwnedFd, RawFd)]) -> io::Result<u32> {
+    if placed.len() > MAX_PLACED {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "too many descriptors to place"));
+    }
+    let c = |s: &[u8]| CString::new(s).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "argument contains NUL"));
+    let program = c(program.as_os_str().as_bytes())?;
+    let args: Vec<CString> = args.iter().map(|a| c(a.as_bytes())).collect::<io::Result<_>>()?;
+    let env: Vec<CString> = env.iter().map(|e| c(e.as_bytes())).collect::<io::Result<_>>()?;
+    let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let mut envp: Vec<*const libc::c_char> = env.iter().map(|e| e.as_ptr()).collect();
+    envp.push(std::ptr::null());
+
+    // Staged copies are close-on-exec in this process; dup2 in the child clears the flag on the target.
+    let staged: Vec<OwnedFd> = placed.iter().map(|(fd, _)| dup_above(fd.as_raw_fd(), STAGING_FLOOR)).collect::<io::Result<_>>()?;
+    let mut moves = [(-1, -1); MAX_PLACED];
+    for (i, ((_, target), staged)) in placed.iter().zip(&staged).enumerate() {
+        moves[i] = (staged.as_raw_fd(), *target);
+    }
+    clone_and_exec(&program, &argv, &envp, &moves[..placed.len()])
+}
+
+fn clone_and_exec(exe: &CStr, argv: &[*const libc::c_char], envp: &[*const libc::c_char], moves: &[(RawFd, RawFd)]) -> io::Result<u32> {
     // SAFETY: a plain clone without CLONE_VM gives the child a copy of this address space with a single
     // thread. The child touches only memory prepared above (the CStrings, pointer arrays and the move
     // table, all alive until after this function returns in the parent) and calls only the

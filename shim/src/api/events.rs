@@ -50,6 +50,16 @@ pub fn envelope(event: &TaskEvent, namespace: &str, at: SystemTime) -> Envelope 
                 id: String::new(),
             }),
         ),
+        TaskEvent::ExecAdded { container_id, exec_id } => {
+            ("/tasks/exec-added", to_any(&ev::TaskExecAdded { container_id: container_id.clone(), exec_id: exec_id.clone() }))
+        }
+        TaskEvent::ExecStarted { container_id, exec_id, pid } => (
+            "/tasks/exec-started",
+            to_any(&ev::TaskExecStarted { container_id: container_id.clone(), exec_id: exec_id.clone(), pid: *pid }),
+        ),
+        TaskEvent::Oom { container_id } => ("/tasks/oom", to_any(&ev::TaskOom { container_id: container_id.clone() })),
+        TaskEvent::Paused { container_id } => ("/tasks/paused", to_any(&ev::TaskPaused { container_id: container_id.clone() })),
+        TaskEvent::Resumed { container_id } => ("/tasks/resumed", to_any(&ev::TaskResumed { container_id: container_id.clone() })),
     };
     Envelope { timestamp: Some(timestamp(Some(at))), namespace: namespace.to_owned(), topic: topic.to_owned(), event: Some(payload) }
 }

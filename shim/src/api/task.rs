@@ -12,7 +12,7 @@ use myshim_protos::containerd::v1::types::Status as WireStatus;
 use prost_types::Timestamp;
 
 use crate::core::error::{TaskError, TaskResult};
-use crate::core::types::{CreateRequest, RootfsMount, Status, StdioPaths};
+use crate::core::types::{CreateRequest, ExecRequest, RootfsMount, Status, StdioPaths};
 use crate::core::TaskCore;
 
 /// The time Go's zero `time.Time` marshals to: what containerd expects for "not exited".
@@ -30,6 +30,8 @@ pub fn status(status: Status) -> WireStatus {
         Status::Created => WireStatus::Created,
         Status::Running => WireStatus::Running,
         Status::Stopped => WireStatus::Stopped,
+        Status::Paused => WireStatus::Paused,
+        Status::Pausing => WireStatus::Pausing,
     }
 }
 
@@ -107,7 +109,8 @@ pub async fn pids(core: &TaskCore, r: task::PidsRequest) -> TaskResult<task::Pid
     use myshim_protos::containerd::runc::v1::ProcessDetails;
     use myshim_protos::containerd::v1::types::ProcessInfo;
     let processes = core
-        .pids(&r.id)?
+        .pids(&r.id)
+        .await?
         .into_iter()
         .map(|p| ProcessInfo { pid: p.pid, info: p.exec_id.map(|exec_id| myshim_protos::to_any(&ProcessDetails { exec_id })) })
         .collect();
@@ -124,7 +127,56 @@ pub async fn shutdown(core: &TaskCore, _r: task::ShutdownRequest) -> TaskResult<
     Ok(())
 }
 
-/// RPCs this build does not serve yet answer Unimplemented with the method's name.
-pub async fn unimplemented(method: &str) -> TaskResult<()> {
-    Err(TaskError::unimplemented(format!("{method} is not implemented by this shim")))
+/// The type URLs of the JSON OCI documents containerd puts into `Any`s.
+const PROCESS_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
+const RESOURCES_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources";
+
+/// Decodes a JSON OCI document from an `Any`, checking its type URL first.
+fn json_any<T: serde::de::DeserializeOwned>(any: Option<&prost_types::Any>, type_url: &str, what: &str) -> TaskResult<T> {
+    let any = any.ok_or_else(|| TaskError::invalid(format!("{what}: missing")))?;
+    if any.type_url != type_url {
+        return Err(TaskError::invalid(format!("{what}: expected {type_url}, got {:?}", any.type_url)));
+    }
+    let mut deserializer = serde_json::Deserializer::from_slice(&any.value);
+    serde_path_to_error::deserialize(&mut deserializer).map_err(|e| TaskError::invalid(format!("{what}: field {}: {}", e.path(), e.inner())))
+}
+
+pub async fn exec(core: &TaskCore, r: task::ExecProcessRequest) -> TaskResult<()> {
+    let process: oci_spec::runtime::Process = json_any(r.spec.as_ref(), PROCESS_TYPE_URL, &format!("exec {} process spec", r.exec_id))?;
+    let terminal = r.terminal;
+    let mut process = process;
+    process.set_terminal(Some(terminal));
+    core.exec(ExecRequest {
+        container_id: r.id,
+        exec_id: r.exec_id,
+        stdio: StdioPaths { stdin: r.stdin, stdout: r.stdout, stderr: r.stderr, terminal },
+        process,
+    })
+    .await
+}
+
+pub async fn pause(core: &TaskCore, r: task::PauseRequest) -> TaskResult<()> {
+    core.pause(&r.id).await
+}
+
+pub async fn resume(core: &TaskCore, r: task::ResumeRequest) -> TaskResult<()> {
+    core.resume(&r.id).await
+}
+
+pub async fn update(core: &TaskCore, r: task::UpdateTaskRequest) -> TaskResult<()> {
+    let resources = json_any(r.resources.as_ref(), RESOURCES_TYPE_URL, &format!("update {} resources", r.id))?;
+    core.update(&r.id, resources).await
+}
+
+pub async fn stats(core: &TaskCore, r: task::StatsRequest) -> TaskResult<task::StatsResponse> {
+    let stats = core.stats(&r.id).await?;
+    Ok(task::StatsResponse { stats: Some(myshim_protos::to_any(&super::metrics::v1_metrics(&stats))) })
+}
+
+pub async fn resize_pty(core: &TaskCore, r: task::ResizePtyRequest) -> TaskResult<()> {
+    core.resize_pty(&r.id, &r.exec_id, r.width, r.height).await
+}
+
+pub async fn checkpoint(_core: &TaskCore, r: task::CheckpointTaskRequest) -> TaskResult<()> {
+    Err(TaskError::unimplemented(format!("checkpoint container {}: myshim has no CRIU support", r.id)))
 }

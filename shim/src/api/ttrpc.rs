@@ -75,9 +75,13 @@ fn task_methods(core: &Arc<TaskCore>) -> HashMap<String, Box<dyn MethodHandler +
     m.insert("Pids".into(), method(core, |c, r: task::PidsRequest| async move { rpc::pids(&c, r).await }));
     m.insert("Connect".into(), method(core, |c, r: task::ConnectRequest| async move { rpc::connect(&c, r).await }));
     m.insert("Shutdown".into(), method(core, |c, r: task::ShutdownRequest| async move { rpc::shutdown(&c, r).await }));
-    for name in ["Pause", "Resume", "Checkpoint", "Exec", "ResizePty", "Update", "Stats"] {
-        m.insert(name.into(), method(core, move |_, _r: ()| async move { rpc::unimplemented(name).await }));
-    }
+    m.insert("Exec".into(), method(core, |c, r: task::ExecProcessRequest| async move { rpc::exec(&c, r).await }));
+    m.insert("Pause".into(), method(core, |c, r: task::PauseRequest| async move { rpc::pause(&c, r).await }));
+    m.insert("Resume".into(), method(core, |c, r: task::ResumeRequest| async move { rpc::resume(&c, r).await }));
+    m.insert("Update".into(), method(core, |c, r: task::UpdateTaskRequest| async move { rpc::update(&c, r).await }));
+    m.insert("Stats".into(), method(core, |c, r: task::StatsRequest| async move { rpc::stats(&c, r).await }));
+    m.insert("ResizePty".into(), method(core, |c, r: task::ResizePtyRequest| async move { rpc::resize_pty(&c, r).await }));
+    m.insert("Checkpoint".into(), method(core, |c, r: task::CheckpointTaskRequest| async move { rpc::checkpoint(&c, r).await }));
     m
 }
 

@@ -4,6 +4,10 @@
 //! Concurrency: the container table and the pid table are behind short-held locks and never held
 //! across runtime work, so Connect and State answer at once even while a Create or Delete is busy.
 //! Runtime work (clone, mounts, cgroups) runs on tokio's blocking pool.
+//!
+//! Ordering: create < start < exit < delete for each process; exec-added < exec-started < the exec's
+//! exit; every exec's exit before its container's init exit (the init's exit is held while execs
+//! live); an exit is queued before `Wait` callers are released.
 
 pub mod error;
 pub mod events;
@@ -16,12 +20,16 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
-use tokio::sync::watch;
+use myshim_runtime::cgroups::stats::Stats;
+use tokio::io::AsyncReadExt;
+use tokio::sync::{oneshot, watch};
+use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use error::{TaskError, TaskResult};
 use process::{ExitOutcome, Process};
-use types::{ConnectInfo, CreateRequest, Exit, ProcessInfo, ProcessState, Status, TaskEvent};
+use stdio::{IoContext, ProcessIo};
+use types::{ConnectInfo, CreateRequest, ExecRequest, Exit, ProcessInfo, ProcessState, Status, TaskEvent};
 
 /// Where the runtime keeps a container's state, inside its bundle so that `delete` finds it from the
 /// bundle path alone and two containerd instances never share it.
@@ -36,23 +44,39 @@ pub fn state_dir(bundle: &Path) -> PathBuf {
     bundle.join(STATE_DIR_NAME)
 }
 
+type RuntimeHandle = Arc<Mutex<Option<myshim_runtime::Container>>>;
+
 pub struct Container {
     pub id: String,
     pub bundle: PathBuf,
     pub init: Arc<Process>,
-    runtime: Arc<Mutex<Option<myshim_runtime::Container>>>,
+    execs: Mutex<HashMap<String, Arc<Process>>>,
+    runtime: RuntimeHandle,
+    /// The init's exit, held back until every exec's exit is published.
+    held_init_exit: Mutex<Option<Exit>>,
+    oom_watch: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Container {
-    fn runtime(&self) -> Arc<Mutex<Option<myshim_runtime::Container>>> {
-        self.runtime.clone()
+    fn exec(&self, exec_id: &str) -> TaskResult<Arc<Process>> {
+        self.execs
+            .lock()
+            .unwrap()
+            .get(exec_id)
+            .cloned()
+            .ok_or_else(|| TaskError::not_found(format!("container {}: exec {exec_id} not found", self.id)))
+    }
+
+    fn has_live_execs(&self) -> bool {
+        self.execs.lock().unwrap().values().any(|e| e.is_alive())
     }
 }
 
-/// Which process a pid belongs to.
-#[derive(Debug, Clone)]
-struct Owner {
-    container_id: String,
+/// Who waits for a pid's exit.
+enum Owner {
+    Process { container_id: String, exec_id: Option<String> },
+    /// A helper child of the shim (a logging driver).
+    Waiter(oneshot::Sender<Exit>),
 }
 
 #[derive(Default)]
@@ -62,13 +86,21 @@ struct PidTable {
 }
 
 impl PidTable {
-    /// Registers `pid`; returns its exit if the reaper saw it before the registration.
+    /// Registers `pid`. If the reaper saw its exit before the registration, the exit is delivered to
+    /// a waiter at once, or returned for a process.
     fn register(&mut self, pid: u32, owner: Owner) -> Option<Exit> {
-        if let Some(i) = self.unclaimed.iter().position(|(p, _, _)| *p == pid) {
-            return self.unclaimed.remove(i).map(|(_, exit, _)| exit);
+        let early = self.unclaimed.iter().position(|(p, _, _)| *p == pid).and_then(|i| self.unclaimed.remove(i)).map(|(_, exit, _)| exit);
+        match (early, owner) {
+            (Some(exit), Owner::Waiter(tx)) => {
+                let _ = tx.send(exit);
+                None
+            }
+            (Some(exit), Owner::Process { .. }) => Some(exit),
+            (None, owner) => {
+                self.owners.insert(pid, owner);
+                None
+            }
         }
-        self.owners.insert(pid, owner);
-        None
     }
 
     fn claim(&mut self, pid: u32, exit: Exit) -> Option<Owner> {
@@ -91,6 +123,7 @@ pub struct TaskCore {
     pids: Mutex<PidTable>,
     events: events::EventQueue,
     runtime: myshim_runtime::Runtime,
+    namespace: String,
     shim_pid: u32,
     /// Set when containerd asked to shut down while containers remained; the shim exits when the
     /// last one is deleted.
@@ -99,13 +132,14 @@ pub struct TaskCore {
 }
 
 impl TaskCore {
-    pub fn new(events: events::EventQueue, runtime: myshim_runtime::Runtime) -> Arc<TaskCore> {
+    pub fn new(events: events::EventQueue, runtime: myshim_runtime::Runtime, namespace: String) -> Arc<TaskCore> {
         Arc::new(TaskCore {
             containers: Mutex::new(HashMap::new()),
             creating: Mutex::new(HashSet::new()),
             pids: Mutex::new(PidTable::default()),
             events,
             runtime,
+            namespace,
             shim_pid: std::process::id(),
             shutdown_requested: Mutex::new(false),
             exit_now: watch::channel(false).0,
@@ -134,20 +168,47 @@ impl TaskCore {
             .ok_or_else(|| TaskError::not_found(format!("container {id} not found")))
     }
 
+    /// The container and the process (`exec_id` empty = the init).
     fn process(&self, id: &str, exec_id: &str) -> TaskResult<(Arc<Container>, Arc<Process>)> {
         let container = self.container(id)?;
-        if !exec_id.is_empty() {
-            return Err(TaskError::not_found(format!("container {id}: exec {exec_id} not found")));
-        }
-        let init = container.init.clone();
-        Ok((container, init))
+        let process = if exec_id.is_empty() { container.init.clone() } else { container.exec(exec_id)? };
+        Ok((container, process))
+    }
+
+    /// Registers a child of the shim with the reaper; the receiver gets its exit.
+    pub fn watch_pid(&self, pid: u32) -> oneshot::Receiver<Exit> {
+        let (tx, rx) = oneshot::channel();
+        self.pids.lock().unwrap().register(pid, Owner::Waiter(tx));
+        rx
+    }
+
+    /// Runs `work` on the container's runtime handle on the blocking pool.
+    async fn with_runtime<T: Send + 'static>(
+        &self,
+        container: &Container,
+        what: &str,
+        work: impl FnOnce(&mut myshim_runtime::Container) -> myshim_runtime::Result<T> + Send + 'static,
+    ) -> TaskResult<T> {
+        let runtime = container.runtime.clone();
+        let id = container.id.clone();
+        tokio::task::spawn_blocking(move || match runtime.lock().unwrap().as_mut() {
+            Some(c) => work(c).map_err(TaskError::from),
+            None => Err(TaskError::not_found(format!("container {id} was deleted"))),
+        })
+        .await
+        .map_err(|e| TaskError::internal(format!("{what} container {}: task panicked: {e}", container.id)))?
+        .map_err(|e| e.context(format!("{what} container {}", container.id)))
+    }
+
+    fn io_context<'a>(&'a self, container_id: &'a str, watch: &'a (dyn Fn(u32) -> oneshot::Receiver<Exit> + Sync)) -> IoContext<'a> {
+        IoContext { container_id, namespace: &self.namespace, watch_pid: watch }
     }
 
     pub async fn create(&self, request: CreateRequest) -> TaskResult<u32> {
         let id = request.id.clone();
         myshim_runtime::state::validate_id(&id).map_err(TaskError::from)?;
         if !request.checkpoint.is_empty() {
-            return Err(TaskError::unimplemented(format!("create {id}: restoring from a checkpoint is not supported")));
+            return Err(TaskError::unimplemented(format!("create {id}: restoring from a checkpoint is not supported (no CRIU)")));
         }
         {
             let containers = self.containers.lock().unwrap();
@@ -162,28 +223,39 @@ impl TaskCore {
     }
 
     async fn create_reserved(&self, request: &CreateRequest) -> TaskResult<u32> {
-        let (stdio, io) = stdio::setup(&request.stdio).await?;
+        let watch = |pid| self.watch_pid(pid);
+        let (stdio, mut io) = stdio::setup(&request.stdio, &self.io_context(&request.id, &watch)).await?;
         let runtime = self.runtime.clone();
         let (id, bundle, mounts) = (request.id.clone(), request.bundle.clone(), request.rootfs.clone());
         let created = tokio::task::spawn_blocking(move || {
-            let options = myshim_runtime::CreateOptions {
-                id: &id,
-                bundle: &bundle,
-                state_dir: state_dir(&bundle),
-                rootfs_mounts: &mounts,
-                stdio,
-            };
-            myshim_runtime::Container::create(&runtime, options)
+            let options = myshim_runtime::CreateOptions { id: &id, bundle: &bundle, state_dir: state_dir(&bundle), rootfs_mounts: &mounts, stdio };
+            myshim_runtime::Container::create(&runtime, options).map(|mut c| {
+                let console = c.take_console();
+                (c, console)
+            })
         })
         .await
-        .map_err(|e| TaskError::internal(format!("create task panicked: {e}")))??;
+        .map_err(|e| TaskError::internal(format!("create task panicked: {e}")))?;
+        let (created, console) = match created {
+            Ok(created) => created,
+            Err(e) => {
+                io.close().await;
+                return Err(e.into());
+            }
+        };
+        if let Some(master) = console {
+            io.attach_terminal(master)?;
+        }
 
         let pid = created.pid();
         let container = Arc::new(Container {
             id: request.id.clone(),
             bundle: request.bundle.clone(),
-            init: Arc::new(Process::new(request.id.clone(), pid, request.stdio.clone(), Some(io))),
+            init: Arc::new(Process::new(request.id.clone(), None, pid, request.stdio.clone(), Some(io))),
+            execs: Mutex::new(HashMap::new()),
             runtime: Arc::new(Mutex::new(Some(created))),
+            held_init_exit: Mutex::new(None),
+            oom_watch: Mutex::new(None),
         });
         self.containers.lock().unwrap().insert(request.id.clone(), container.clone());
         self.emit(TaskEvent::Create {
@@ -194,9 +266,9 @@ impl TaskCore {
             checkpoint: request.checkpoint.clone(),
             pid,
         });
-        let early_exit = self.pids.lock().unwrap().register(pid, Owner { container_id: request.id.clone() });
+        let early_exit = self.pids.lock().unwrap().register(pid, Owner::Process { container_id: request.id.clone(), exec_id: None });
         if let Some(exit) = early_exit {
-            self.exited(&container, &container.init, exit);
+            self.init_exited(&container, exit);
         }
         info!(id = %request.id, pid, "created");
         Ok(pid)
@@ -204,60 +276,146 @@ impl TaskCore {
 
     pub async fn start(&self, id: &str, exec_id: &str) -> TaskResult<u32> {
         let (container, process) = self.process(id, exec_id)?;
-        if let Err(status) = process.begin_start() {
-            return Err(TaskError::precondition(format!("container {id} cannot be started: it is {status:?}").to_lowercase()));
+        if process.exec_id.is_some() && !container.init.is_alive() {
+            return Err(TaskError::precondition(format!("container {id} is not running: cannot start exec {exec_id}")));
         }
-        let runtime = container.runtime();
-        let started = tokio::task::spawn_blocking(move || match runtime.lock().unwrap().as_mut() {
-            Some(c) => c.start(),
-            None => Err(myshim_runtime::Error::NotFound("container was deleted".into())),
-        })
-        .await
-        .map_err(|e| TaskError::internal(format!("start task panicked: {e}")))?;
-        let ok = started.is_ok();
-        let parked = process.finish_start(ok);
+        if let Err(status) = process.begin_start() {
+            return Err(TaskError::precondition(format!("{} cannot be started: it is {status:?}", describe(id, exec_id)).to_lowercase()));
+        }
+        let result = if process.exec_id.is_none() { self.start_init(&container).await } else { self.start_exec(&container, &process).await };
+        let parked = process.finish_start(result.is_ok());
         let pid = process.pid();
-        if ok {
-            self.emit(TaskEvent::Start { container_id: id.to_owned(), pid });
-            info!(id, pid, "started");
+        if result.is_ok() {
+            let event = match &process.exec_id {
+                None => TaskEvent::Start { container_id: id.to_owned(), pid },
+                Some(exec_id) => TaskEvent::ExecStarted { container_id: id.to_owned(), exec_id: exec_id.clone(), pid },
+            };
+            self.emit(event);
+            info!(id, exec_id, pid, "started");
         }
         if let Some(exit) = parked {
             self.publish_exit(&container, &process, exit);
+            self.release_held_init_exit(&container);
         }
-        started.map_err(|e| TaskError::from(e).context(format!("start container {id}")))?;
+        result?;
+        if process.exec_id.is_none() {
+            self.watch_oom(&container).await;
+        }
         Ok(pid)
+    }
+
+    async fn start_init(&self, container: &Container) -> TaskResult<()> {
+        self.with_runtime(container, "start", |c| c.start()).await
+    }
+
+    async fn start_exec(&self, container: &Arc<Container>, process: &Arc<Process>) -> TaskResult<()> {
+        let exec_id = process.exec_id.clone().unwrap_or_default();
+        let (spec, stdio) = process
+            .pending_start
+            .lock()
+            .unwrap()
+            .take()
+            .ok_or_else(|| TaskError::precondition(format!("container {}: exec {exec_id} was already started", container.id)))?;
+        let runtime = self.runtime.clone();
+        let started = self.with_runtime(container, &format!("exec {exec_id} in"), move |c| c.exec(&runtime, spec, stdio)).await?;
+        process.set_pid(started.pid);
+        if let Some(master) = started.console {
+            if let Some(io) = process.io.lock().await.as_mut() {
+                io.attach_terminal(master)?;
+            }
+        }
+        let owner = Owner::Process { container_id: container.id.clone(), exec_id: Some(exec_id) };
+        let early_exit = self.pids.lock().unwrap().register(started.pid, owner);
+        if let Some(exit) = early_exit {
+            // Parked: the start is still in flight, so finish_start hands it back after the event.
+            let _ = process.record_exit(exit);
+        }
+        Ok(())
+    }
+
+    /// Publishes `/tasks/oom` whenever the container's memory controller reports an OOM.
+    async fn watch_oom(&self, container: &Arc<Container>) {
+        let notifier = match self.with_runtime(container, "watch OOM of", |c| c.oom_notifier()).await {
+            Ok(Some(fd)) => fd,
+            Ok(None) => return,
+            Err(e) => {
+                warn!(id = %container.id, error = %e, "no OOM notifications");
+                return;
+            }
+        };
+        let events = self.events.clone();
+        let id = container.id.clone();
+        let task = tokio::spawn(async move {
+            // An eventfd reads like a pipe: eight bytes (a counter) whenever it fires.
+            let Ok(mut notifier) = tokio::net::unix::pipe::Receiver::from_owned_fd_unchecked(notifier) else { return };
+            let mut count = [0u8; 8];
+            while notifier.read_exact(&mut count).await.is_ok() {
+                info!(id = %id, "out of memory");
+                events.push(TaskEvent::Oom { container_id: id.clone() });
+            }
+        });
+        *container.oom_watch.lock().unwrap() = Some(task);
     }
 
     /// Called by the reaper for every exited child.
     pub fn child_exited(&self, pid: u32, status: u32) {
         let exit = Exit { pid, status, at: SystemTime::now() };
-        let Some(owner) = self.pids.lock().unwrap().claim(pid, exit) else { return };
-        let Ok(container) = self.container(&owner.container_id) else { return };
-        let init = container.init.clone();
-        self.exited(&container, &init, exit);
+        let owner = self.pids.lock().unwrap().claim(pid, exit);
+        match owner {
+            None => {}
+            Some(Owner::Waiter(tx)) => {
+                let _ = tx.send(exit);
+            }
+            Some(Owner::Process { container_id, exec_id }) => {
+                let Ok(container) = self.container(&container_id) else { return };
+                match exec_id {
+                    None => self.init_exited(&container, exit),
+                    Some(exec_id) => {
+                        let Ok(process) = container.exec(&exec_id) else { return };
+                        info!(id = %container_id, exec_id, pid, status, "exec exited");
+                        if let ExitOutcome::Recorded(exit) = process.record_exit(exit) {
+                            self.publish_exit(&container, &process, exit);
+                        }
+                        self.release_held_init_exit(&container);
+                    }
+                }
+            }
+        }
     }
 
-    fn exited(&self, container: &Arc<Container>, process: &Arc<Process>, exit: Exit) {
+    fn init_exited(&self, container: &Arc<Container>, exit: Exit) {
         info!(id = %container.id, pid = exit.pid, status = exit.status, "exited");
-        match process.record_exit(exit) {
-            ExitOutcome::Parked => {}
-            ExitOutcome::Recorded(exit) => self.publish_exit(container, process, exit),
+        let ExitOutcome::Recorded(exit) = container.init.record_exit(exit) else { return };
+        self.kill_leftovers(container);
+        if container.has_live_execs() {
+            *container.held_init_exit.lock().unwrap() = Some(exit);
+        } else {
+            self.publish_exit(container, &container.init, exit);
+        }
+    }
+
+    /// Publishes a held init exit once no exec of the container is alive any more.
+    fn release_held_init_exit(&self, container: &Arc<Container>) {
+        if container.has_live_execs() {
+            return;
+        }
+        let held = container.held_init_exit.lock().unwrap().take();
+        if let Some(exit) = held {
+            self.publish_exit(container, &container.init, exit);
         }
     }
 
     /// Queues the exit event, then releases waiters: a client reacting to Wait with Delete can never
     /// get its delete event ahead of the exit event.
-    fn publish_exit(&self, container: &Arc<Container>, process: &Arc<Process>, exit: Exit) {
+    fn publish_exit(&self, container: &Container, process: &Process, exit: Exit) {
         self.emit(TaskEvent::Exit { container_id: container.id.clone(), id: process.id.clone(), exit });
         process.release_waiters(exit);
-        if Arc::ptr_eq(process, &container.init) {
-            self.kill_leftovers(container);
-        }
     }
 
-    /// Without a pid namespace of its own, a container's other processes outlive its init: kill them.
-    fn kill_leftovers(&self, container: &Arc<Container>) {
-        let runtime = container.runtime();
+    /// When the init dies, the container's other processes go too: the kernel kills them in a pid
+    /// namespace of its own; without one, we do.
+    fn kill_leftovers(&self, container: &Container) {
+        let runtime = container.runtime.clone();
         tokio::task::spawn_blocking(move || {
             if let Some(c) = runtime.lock().unwrap().as_ref() {
                 if !c.state().private_pid_namespace {
@@ -269,49 +427,100 @@ impl TaskCore {
 
     pub async fn delete(&self, id: &str, exec_id: &str) -> TaskResult<Exit> {
         let (container, process) = self.process(id, exec_id)?;
+        if process.exec_id.is_some() {
+            return self.delete_exec(&container, &process).await;
+        }
         match process.status() {
             Status::Stopped => {}
             Status::Created => {
                 // Never started: kill the waiting init and collect its exit.
-                let runtime = container.runtime();
-                let _ = tokio::task::spawn_blocking(move || runtime.lock().unwrap().as_ref().map(|c| c.signal(libc::SIGKILL as u32, false))).await;
+                let _ = self.with_runtime(&container, "delete", |c| c.signal(libc::SIGKILL as u32, false)).await;
                 if tokio::time::timeout(Duration::from_secs(5), process.wait()).await.is_err() {
                     return Err(TaskError::internal(format!("delete container {id}: the created init did not exit after SIGKILL")));
                 }
             }
-            other => {
-                return Err(TaskError::precondition(format!("container {id} must be stopped before deletion: it is {other:?}").to_lowercase()))
-            }
+            other => return Err(TaskError::precondition(format!("container {id} must be stopped before deletion: it is {other:?}").to_lowercase())),
         }
         let exit = process.wait().await;
-        if let Some(io) = process.io.lock().await.as_mut() {
-            io.wait_for_output(OUTPUT_DRAIN_TIMEOUT).await;
+        if let Some(task) = container.oom_watch.lock().unwrap().take() {
+            task.abort();
         }
-        let runtime = container.runtime();
+        close_io(&process, true).await;
+        let execs: Vec<Arc<Process>> = container.execs.lock().unwrap().drain().map(|(_, p)| p).collect();
+        for exec in execs {
+            close_io(&exec, false).await;
+        }
+        let runtime = container.runtime.clone();
         let destroyed = tokio::task::spawn_blocking(move || match runtime.lock().unwrap().take() {
             Some(c) => c.destroy(),
             None => Ok(()),
         })
         .await
         .map_err(|e| TaskError::internal(format!("delete task panicked: {e}")))?;
-        process.io.lock().await.take();
         if let Err(e) = destroyed {
             warn!(id, error = %e, "delete left something behind");
             return Err(TaskError::from(e).context(format!("delete container {id}")));
         }
-        let removed = {
+        let (removed, now_empty) = {
             let mut containers = self.containers.lock().unwrap();
             let removed = containers.remove(id).is_some();
             (removed, containers.is_empty())
         };
-        if removed.0 {
+        if removed {
             self.emit(TaskEvent::Delete { container_id: id.to_owned(), exit });
             info!(id, "deleted");
         }
-        if removed.1 && *self.shutdown_requested.lock().unwrap() {
+        if now_empty && *self.shutdown_requested.lock().unwrap() {
             self.exit_now.send_replace(true);
         }
         Ok(exit)
+    }
+
+    async fn delete_exec(&self, container: &Container, process: &Arc<Process>) -> TaskResult<Exit> {
+        let exec_id = process.exec_id.clone().unwrap_or_default();
+        let exit = match process.status() {
+            Status::Stopped => process.wait().await,
+            Status::Created if !process.is_alive() => Exit { pid: 0, status: 0, at: SystemTime::UNIX_EPOCH },
+            other => {
+                return Err(TaskError::precondition(format!("container {}: exec {exec_id} must be stopped before deletion: it is {other:?}", container.id).to_lowercase()))
+            }
+        };
+        container.execs.lock().unwrap().remove(&exec_id);
+        close_io(process, true).await;
+        Ok(exit)
+    }
+
+    pub async fn exec(&self, request: ExecRequest) -> TaskResult<()> {
+        let (id, exec_id) = (request.container_id.as_str(), request.exec_id.as_str());
+        let container = self.container(id)?;
+        myshim_runtime::state::validate_id(exec_id).map_err(|e| TaskError::invalid(format!("exec id: {e}")))?;
+        if !container.init.is_alive() {
+            return Err(TaskError::precondition(format!("container {id} is not running: cannot exec {exec_id}")));
+        }
+        if request.process.args().as_ref().is_none_or(|a| a.is_empty()) {
+            return Err(TaskError::invalid(format!("exec {exec_id} in container {id}: process.args must name the program to run")));
+        }
+        let process = Arc::new(Process::new(exec_id.to_owned(), Some(exec_id.to_owned()), 0, request.stdio.clone(), None));
+        {
+            let mut execs = container.execs.lock().unwrap();
+            if execs.contains_key(exec_id) {
+                return Err(TaskError::already_exists(format!("container {id}: exec {exec_id} already exists")));
+            }
+            execs.insert(exec_id.to_owned(), process.clone());
+        }
+        let watch = |pid| self.watch_pid(pid);
+        let prepared = stdio::setup(&request.stdio, &self.io_context(id, &watch)).await;
+        let (stdio, io) = match prepared {
+            Ok(prepared) => prepared,
+            Err(e) => {
+                container.execs.lock().unwrap().remove(exec_id);
+                return Err(e.context(format!("exec {exec_id} in container {id}")));
+            }
+        };
+        *process.io.lock().await = Some(io);
+        *process.pending_start.lock().unwrap() = Some((request.process, stdio));
+        self.emit(TaskEvent::ExecAdded { container_id: id.to_owned(), exec_id: exec_id.to_owned() });
+        Ok(())
     }
 
     pub fn state(&self, id: &str, exec_id: &str) -> TaskResult<ProcessState> {
@@ -333,17 +542,70 @@ impl TaskCore {
 
     pub async fn kill(&self, id: &str, exec_id: &str, signal: u32, all: bool) -> TaskResult<()> {
         let (container, process) = self.process(id, exec_id)?;
+        if process.exec_id.is_some() {
+            return match process.status() {
+                Status::Stopped => Err(TaskError::not_found(format!("{}: process already finished", describe(id, exec_id)))),
+                Status::Created => Err(TaskError::precondition(format!("{} has not been started", describe(id, exec_id)))),
+                _ => myshim_runtime::sys::send_signal(process.pid(), signal)
+                    .map_err(|e| TaskError::internal(format!("kill {}: {e}", describe(id, exec_id)))),
+            };
+        }
         if process.status() == Status::Stopped && !all {
             return Err(TaskError::not_found(format!("container {id}: process already finished")));
         }
-        let runtime = container.runtime();
-        tokio::task::spawn_blocking(move || match runtime.lock().unwrap().as_ref() {
-            Some(c) => c.signal(signal, all),
+        self.with_runtime(&container, "kill", move |c| c.signal(signal, all)).await
+    }
+
+    pub async fn pause(&self, id: &str) -> TaskResult<()> {
+        let container = self.container(id)?;
+        container
+            .init
+            .transition(&[Status::Running], Status::Pausing)
+            .map_err(|s| TaskError::precondition(format!("container {id} cannot be paused: it is {s:?}").to_lowercase()))?;
+        match self.with_runtime(&container, "pause", |c| c.set_paused(true)).await {
+            Ok(()) => {
+                let _ = container.init.transition(&[Status::Pausing], Status::Paused);
+                self.emit(TaskEvent::Paused { container_id: id.to_owned() });
+                Ok(())
+            }
+            Err(e) => {
+                let _ = container.init.transition(&[Status::Pausing], Status::Running);
+                Err(e)
+            }
+        }
+    }
+
+    pub async fn resume(&self, id: &str) -> TaskResult<()> {
+        let container = self.container(id)?;
+        if container.init.status() != Status::Paused {
+            return Err(TaskError::precondition(format!("container {id} is not paused")));
+        }
+        self.with_runtime(&container, "resume", |c| c.set_paused(false)).await?;
+        let _ = container.init.transition(&[Status::Paused], Status::Running);
+        self.emit(TaskEvent::Resumed { container_id: id.to_owned() });
+        Ok(())
+    }
+
+    pub async fn update(&self, id: &str, resources: oci_spec::runtime::LinuxResources) -> TaskResult<()> {
+        let container = self.container(id)?;
+        if container.init.status() == Status::Stopped {
+            return Err(TaskError::precondition(format!("container {id} is stopped: nothing to update")));
+        }
+        self.with_runtime(&container, "update", move |c| c.update(&resources)).await
+    }
+
+    pub async fn stats(&self, id: &str) -> TaskResult<Stats> {
+        let container = self.container(id)?;
+        self.with_runtime(&container, "read stats of", |c| c.stats()).await
+    }
+
+    pub async fn resize_pty(&self, id: &str, exec_id: &str, width: u32, height: u32) -> TaskResult<()> {
+        let (_, process) = self.process(id, exec_id)?;
+        let io = process.io.lock().await;
+        match io.as_ref() {
+            Some(io) => io.resize(width, height).map_err(|e| e.context(describe(id, exec_id))),
             None => Ok(()),
-        })
-        .await
-        .map_err(|e| TaskError::internal(format!("kill task panicked: {e}")))?
-        .map_err(|e| TaskError::from(e).context(format!("kill container {id}")))
+        }
     }
 
     /// Lets the process's stdin reach end-of-file (once the client closed its end too).
@@ -355,11 +617,18 @@ impl TaskCore {
         Ok(())
     }
 
-    pub fn pids(&self, id: &str) -> TaskResult<Vec<ProcessInfo>> {
+    pub async fn pids(&self, id: &str) -> TaskResult<Vec<ProcessInfo>> {
         let container = self.container(id)?;
-        let runtime = container.runtime.lock().unwrap();
-        let pids = runtime.as_ref().map(|c| c.processes()).unwrap_or_default();
-        Ok(pids.into_iter().map(|pid| ProcessInfo { pid, exec_id: None }).collect())
+        let pids = self.with_runtime(&container, "list processes of", |c| Ok(c.processes())).await?;
+        let exec_pids: HashMap<u32, String> = container
+            .execs
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|e| e.is_alive())
+            .filter_map(|e| Some((e.pid(), e.exec_id.clone()?)))
+            .collect();
+        Ok(pids.into_iter().map(|pid| ProcessInfo { pid, exec_id: exec_pids.get(&pid).cloned() }).collect())
     }
 
     pub fn connect(&self, id: &str) -> ConnectInfo {
@@ -381,5 +650,24 @@ impl TaskCore {
     /// Whether any container remains (for signals that ask the shim to stop).
     pub fn is_empty(&self) -> bool {
         self.containers.lock().unwrap().is_empty()
+    }
+}
+
+/// Drains (optionally) and closes a process's streams.
+async fn close_io(process: &Process, drain: bool) {
+    let io: Option<ProcessIo> = process.io.lock().await.take();
+    if let Some(mut io) = io {
+        if drain {
+            io.wait_for_output(OUTPUT_DRAIN_TIMEOUT).await;
+        }
+        io.close().await;
+    }
+}
+
+fn describe(id: &str, exec_id: &str) -> String {
+    if exec_id.is_empty() {
+        format!("container {id}")
+    } else {
+        format!("container {id}: exec {exec_id}")
     }
 }

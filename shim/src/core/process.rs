@@ -1,6 +1,6 @@
 //! One process of a task (the init or an exec) and its state machine:
-//! created → running → stopped, with exits held back while a start is in flight so that the start
-//! event is always published before the exit event.
+//! created → running ⇄ paused → stopped, with exits held back while a start is in flight so that the
+//! start event is always published before the exit event.
 
 use std::sync::Mutex;
 
@@ -12,10 +12,14 @@ use super::types::{Exit, Status, StdioPaths};
 pub struct Process {
     /// The container id for the init process, the exec id otherwise.
     pub id: String,
+    /// Set for exec processes.
+    pub exec_id: Option<String>,
     pub stdio: StdioPaths,
     state: Mutex<ProcessFsm>,
     exited: watch::Sender<Option<Exit>>,
     pub io: tokio::sync::Mutex<Option<ProcessIo>>,
+    /// An exec's process spec and the stdio its process gets, kept from Exec until Start.
+    pub pending_start: Mutex<Option<(oci_spec::runtime::Process, myshim_runtime::Stdio)>>,
 }
 
 struct ProcessFsm {
@@ -35,13 +39,15 @@ pub enum ExitOutcome {
 }
 
 impl Process {
-    pub fn new(id: String, pid: u32, stdio: StdioPaths, io: Option<ProcessIo>) -> Process {
+    pub fn new(id: String, exec_id: Option<String>, pid: u32, stdio: StdioPaths, io: Option<ProcessIo>) -> Process {
         Process {
             id,
+            exec_id,
             stdio,
             state: Mutex::new(ProcessFsm { pid, status: Status::Created, starting: false, parked_exit: None }),
             exited: watch::channel(None).0,
             io: tokio::sync::Mutex::new(io),
+            pending_start: Mutex::new(None),
         }
     }
 
@@ -51,6 +57,12 @@ impl Process {
 
     pub fn status(&self) -> Status {
         self.state.lock().unwrap().status
+    }
+
+    /// Whether the process runs or is being started (its exit is still to come).
+    pub fn is_alive(&self) -> bool {
+        let state = self.state.lock().unwrap();
+        state.starting || matches!(state.status, Status::Running | Status::Paused | Status::Pausing)
     }
 
     pub fn exit(&self) -> Option<Exit> {
@@ -67,6 +79,11 @@ impl Process {
         Ok(())
     }
 
+    /// Records the pid of a process that got one at start (an exec).
+    pub fn set_pid(&self, pid: u32) {
+        self.state.lock().unwrap().pid = pid;
+    }
+
     /// Ends a start. On success the process is running (or, if it already exited, the parked exit is
     /// returned for the caller to publish after the start event).
     pub fn finish_start(&self, started: bool) -> Option<Exit> {
@@ -76,11 +93,20 @@ impl Process {
             state.status = Status::Running;
         }
         let parked = state.parked_exit.take();
-        if let Some(exit) = parked {
+        if parked.is_some() {
             state.status = Status::Stopped;
-            return Some(exit);
         }
-        None
+        parked
+    }
+
+    /// Moves between running, pausing and paused; `from` guards the transition.
+    pub fn transition(&self, from: &[Status], to: Status) -> Result<(), Status> {
+        let mut state = self.state.lock().unwrap();
+        if !from.contains(&state.status) {
+            return Err(state.status);
+        }
+        state.status = to;
+        Ok(())
     }
 
     /// Records an exit reported by the reaper.
@@ -99,7 +125,7 @@ impl Process {
         self.exited.send_replace(Some(exit));
     }
 
-    /// Waits until the process has exited.
+    /// Waits until the process has exited (and its exit event is queued).
     pub async fn wait(&self) -> Exit {
         let mut rx = self.exited.subscribe();
         loop {

@@ -25,11 +25,22 @@ pub struct CreateRequest {
     pub checkpoint: String,
 }
 
+/// A process to start inside a running container.
+#[derive(Debug, Clone)]
+pub struct ExecRequest {
+    pub container_id: String,
+    pub exec_id: String,
+    pub stdio: StdioPaths,
+    pub process: oci_spec::runtime::Process,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
     Created,
     Running,
     Stopped,
+    Paused,
+    Pausing,
 }
 
 /// How and when a process ended.
@@ -73,4 +84,9 @@ pub enum TaskEvent {
     /// `id` is the container id for the init process, the exec id otherwise.
     Exit { container_id: String, id: String, exit: Exit },
     Delete { container_id: String, exit: Exit },
+    ExecAdded { container_id: String, exec_id: String },
+    ExecStarted { container_id: String, exec_id: String, pid: u32 },
+    Oom { container_id: String },
+    Paused { container_id: String },
+    Resumed { container_id: String },
 }

@@ -1,0 +1,108 @@
+//! containerd's own gRPC Tasks API, for what `ctr` has no verb for (Update, ResizePty, CloseIO, Exec
+//! with fifos the test owns). Calls block: each runs on a small runtime of its own.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use hyper_util::rt::TokioIo;
+use myshim_protos::containerd::services::tasks::v1 as tasks;
+use myshim_protos::containerd::services::tasks::v1::tasks_client::TasksClient;
+use tonic::metadata::MetadataValue;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+pub const PROCESS_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
+pub const RESOURCES_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources";
+
+pub struct TasksApi {
+    runtime: tokio::runtime::Runtime,
+    client: TasksClient<Channel>,
+    namespace: String,
+}
+
+/// A JSON document in an `Any` (containerd's way of passing OCI objects).
+pub fn json_any(type_url: &str, value: &serde_json::Value) -> prost_types::Any {
+    prost_types::Any { type_url: type_url.into(), value: value.to_string().into_bytes() }
+}
+
+impl TasksApi {
+    pub fn connect(socket: &Path, namespace: &str) -> TasksApi {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let socket: PathBuf = socket.to_owned();
+        let channel = runtime
+            .block_on(
+                Endpoint::from_static("http://containerd").connect_timeout(Duration::from_secs(5)).connect_with_connector(tower::service_fn(move |_: Uri| {
+                    let socket = socket.clone();
+                    async move { tokio::net::UnixStream::connect(socket).await.map(TokioIo::new) }
+                })),
+            )
+            .expect("connect to containerd's gRPC socket");
+        TasksApi { runtime, client: TasksClient::new(channel), namespace: namespace.to_owned() }
+    }
+
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        request.metadata_mut().insert("containerd-namespace", MetadataValue::try_from(self.namespace.as_str()).unwrap());
+        request
+    }
+
+    pub fn exec(&self, container: &str, exec_id: &str, stdio: [&str; 3], terminal: bool, process: serde_json::Value) -> Result<(), tonic::Status> {
+        let request = self.request(tasks::ExecProcessRequest {
+            container_id: container.into(),
+            exec_id: exec_id.into(),
+            stdin: stdio[0].into(),
+            stdout: stdio[1].into(),
+            stderr: stdio[2].into(),
+            terminal,
+            spec: Some(json_any(PROCESS_TYPE_URL, &process)),
+        });
+        let mut client = self.client.clone();
+        self.runtime.block_on(client.exec(request)).map(drop)
+    }
+
+    pub fn start(&self, container: &str, exec_id: &str) -> Result<u32, tonic::Status> {
+        let request = self.request(tasks::StartRequest { container_id: container.into(), exec_id: exec_id.into() });
+        let mut client = self.client.clone();
+        self.runtime.block_on(client.start(request)).map(|r| r.into_inner().pid)
+    }
+
+    pub fn wait(&self, container: &str, exec_id: &str) -> Result<u32, tonic::Status> {
+        let request = self.request(tasks::WaitRequest { container_id: container.into(), exec_id: exec_id.into() });
+        let mut client = self.client.clone();
+        self.runtime.block_on(client.wait(request)).map(|r| r.into_inner().exit_status)
+    }
+
+    pub fn delete_process(&self, container: &str, exec_id: &str) -> Result<u32, tonic::Status> {
+        let request = self.request(tasks::DeleteProcessRequest { container_id: container.into(), exec_id: exec_id.into() });
+        let mut client = self.client.clone();
+        self.runtime.block_on(client.delete_process(request)).map(|r| r.into_inner().exit_status)
+    }
+
+    pub fn resize_pty(&self, container: &str, exec_id: &str, width: u32, height: u32) -> Result<(), tonic::Status> {
+        let request = self.request(tasks::ResizePtyRequest { container_id: container.into(), exec_id: exec_id.into(), width, height });
+        let mut client = self.client.clone();
+        self.runtime.block_on(client.resize_pty(request)).map(drop)
+    }
+
+    pub fn close_stdin(&self, container: &str, exec_id: &str) -> Result<(), tonic::Status> {
+        let request = self.request(tasks::CloseIoRequest { container_id: container.into(), exec_id: exec_id.into(), stdin: true });
+        let mut client = self.client.clone();
+        self.runtime.block_on(client.close_io(request)).map(drop)
+    }
+
+    pub fn update(&self, container: &str, resources: serde_json::Value) -> Result<(), tonic::Status> {
+        let request = self.request(tasks::UpdateTaskRequest {
+            container_id: container.into(),
+            resources: Some(json_any(RESOURCES_TYPE_URL, &resources)),
+            annotations: Default::default(),
+        });
+        let mut client = self.client.clone();
+        self.runtime.block_on(client.update(request)).map(drop)
+    }
+}
+
+/// A fifo a test creates for a process's stream (the shim never creates them).
+pub fn make_fifo(path: &Path) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: creating a fifo at a path of the test's own scratch directory.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo {}", path.display());
+}

@@ -1,0 +1,67 @@
+//! A process joining a running container (containerd's Exec): the helper enters every namespace of
+//! the container's init, passed in as descriptors the runtime opened, forks into its pid namespace,
+//! attaches a terminal if asked, and executes the program. Like the init, it is non-dumpable until the
+//! program replaces it, so the container cannot reach the runtime binary through `/proc/<pid>/exe`.
+
+use std::os::fd::{AsFd, OwnedFd};
+
+use nix::sched::{setns, CloneFlags};
+use oci_spec::runtime::Process;
+use serde::{Deserialize, Serialize};
+
+use super::channel::Channel;
+use super::launch::{attach_terminal, exec_program, find_program, Never};
+use super::fork_into_pid_namespace;
+use crate::error::{Context, Error, Result};
+
+/// The process to run; the namespaces come as descriptors with the message, in `namespaces` order.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct ExecPlan {
+    pub process: Process,
+    /// `/proc/<pid>/ns` names (`user`, `mnt`, …) of the passed descriptors.
+    pub namespaces: Vec<String>,
+}
+
+pub(crate) fn run(channel: &mut Channel) -> Result<Never> {
+    let (plan, fds): (ExecPlan, Vec<OwnedFd>) = channel
+        .receive(None)
+        .context(|| "read the exec plan".into())?
+        .ok_or_else(|| Error::Init("the runtime closed the control channel before sending the plan".into()))?;
+    if fds.len() != plan.namespaces.len() {
+        return Err(Error::Init(format!("exec plan names {} namespaces but carries {}", plan.namespaces.len(), fds.len())));
+    }
+    let mut joined_pid = false;
+    for (name, fd) in plan.namespaces.iter().zip(&fds) {
+        let flag = namespace_flag(name)?;
+        setns(fd.as_fd(), flag).context(|| format!("join the container's {name} namespace"))?;
+        joined_pid |= flag == CloneFlags::CLONE_NEWPID;
+    }
+    drop(fds);
+    if joined_pid {
+        fork_into_pid_namespace(channel)?;
+    }
+    let process = &plan.process;
+    if process.terminal() == Some(true) {
+        attach_terminal(channel, process, false)?;
+    }
+    let program = find_program(process)?;
+    exec_program(process, &program)
+}
+
+/// The namespaces an exec joins, in the order it joins them: the user namespace first (it owns the
+/// others), the mount namespace last (it changes what paths mean).
+pub(crate) const JOIN_ORDER: &[&str] = &["user", "ipc", "uts", "net", "pid", "cgroup", "time", "mnt"];
+
+fn namespace_flag(name: &str) -> Result<CloneFlags> {
+    Ok(match name {
+        "user" => CloneFlags::CLONE_NEWUSER,
+        "ipc" => CloneFlags::CLONE_NEWIPC,
+        "uts" => CloneFlags::CLONE_NEWUTS,
+        "net" => CloneFlags::CLONE_NEWNET,
+        "pid" => CloneFlags::CLONE_NEWPID,
+        "cgroup" => CloneFlags::CLONE_NEWCGROUP,
+        "time" => CloneFlags::from_bits_retain(libc::CLONE_NEWTIME),
+        "mnt" => CloneFlags::CLONE_NEWNS,
+        other => return Err(Error::Init(format!("unknown namespace {other:?}"))),
+    })
+}

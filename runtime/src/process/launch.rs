@@ -1,0 +1,136 @@
+//! What every helper does last: find the program inside the container, give the process a terminal
+//! if it asked for one, take on the process's identity, and `execve`.
+
+use std::ffi::CString;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{open, OFlag};
+use nix::sys::stat::{umask, Mode};
+use nix::unistd::{Gid, Uid};
+use oci_spec::runtime::Process;
+
+use super::channel::{Channel, Report};
+use crate::error::{Context, Error, Result};
+
+/// The type of a function that only returns on failure.
+pub(crate) enum Never {}
+
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Finds the program as execvp would, inside the container, with the messages runc gives.
+pub(crate) fn find_program(process: &Process) -> Result<PathBuf> {
+    let name = process.args().as_ref().and_then(|a| a.first()).ok_or_else(|| Error::spec("process.args", "must name the program to run"))?;
+    let env = process.env().clone().unwrap_or_default();
+    use std::os::unix::fs::PermissionsExt;
+    let executable = |p: &Path| std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    if name.contains('/') {
+        return match executable(Path::new(name)) {
+            Ok(true) => Ok(PathBuf::from(name)),
+            Ok(false) => Err(Error::Init(format!("exec: {name:?}: permission denied"))),
+            Err(e) => Err(Error::Init(format!("exec: {name:?}: stat {name}: {}", crate::error::lower(&e)))),
+        };
+    }
+    let path = env.iter().find_map(|e| e.strip_prefix("PATH=")).unwrap_or(DEFAULT_PATH);
+    path.split(':')
+        .map(|dir| Path::new(if dir.is_empty() { "." } else { dir }).join(name))
+        .find(|p| executable(p).unwrap_or(false))
+        .ok_or_else(|| Error::Init(format!("exec: {name:?}: executable file not found in $PATH")))
+}
+
+
+/// Gives this process a new terminal from the container's devpts: the master goes to the runtime
+/// over the control channel, the slave becomes the controlling terminal and stdin/stdout/stderr. With
+/// `bind_console` the slave is also bind-mounted over `/dev/console`.
+pub(crate) fn attach_terminal(channel: &mut Channel, process: &Process, bind_console: bool) -> Result<()> {
+    let master = open("/dev/ptmx", OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC, Mode::empty())
+        .context(|| "process.terminal: open /dev/ptmx in the container".into())?;
+    // SAFETY: ioctls on a descriptor we own, with arguments of the types the kernel expects.
+    let slave = unsafe {
+        let unlock: libc::c_int = 0;
+        if libc::ioctl(master.as_raw_fd(), libc::TIOCSPTLCK, &unlock) < 0 {
+            return Err(Error::io("process.terminal: unlock the pty", std::io::Error::last_os_error()));
+        }
+        let fd = libc::ioctl(master.as_raw_fd(), libc::TIOCGPTPEER, libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC);
+        if fd < 0 {
+            return Err(Error::io("process.terminal: open the pty's slave", std::io::Error::last_os_error()));
+        }
+        OwnedFd::from_raw_fd(fd)
+    };
+    if let Some(size) = process.console_size() {
+        crate::sys::set_window_size(master.as_fd(), size.width() as u16, size.height() as u16)
+            .context(|| "process.consoleSize: set the window size".into())?;
+    }
+    if bind_console {
+        bind_dev_console(&slave)?;
+    }
+    channel.send_with_fds(&Report::Console, &[master.as_raw_fd()]).context(|| "send the terminal to the runtime".into())?;
+    drop(master);
+    nix::unistd::setsid().context(|| "setsid".into())?;
+    // SAFETY: TIOCSCTTY on the slave we own makes it our controlling terminal; dup2 replaces 0–2.
+    unsafe {
+        if libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) < 0 {
+            return Err(Error::io("process.terminal: make the pty the controlling terminal", std::io::Error::last_os_error()));
+        }
+        for target in 0..3 {
+            if libc::dup2(slave.as_raw_fd(), target) < 0 {
+                return Err(Error::io("process.terminal: use the pty as stdio", std::io::Error::last_os_error()));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `/dev/console` in the container is the container's own terminal, never the host's.
+fn bind_dev_console(slave: &OwnedFd) -> Result<()> {
+    let console = Path::new("/dev/console");
+    if !console.exists() {
+        std::fs::File::create(console).context(|| "create /dev/console".into())?;
+    }
+    let source = format!("/proc/self/fd/{}", slave.as_raw_fd());
+    nix::mount::mount(Some(source.as_str()), console, None::<&str>, nix::mount::MsFlags::MS_BIND, None::<&str>)
+        .context(|| "bind the terminal on /dev/console".into())
+}
+
+/// Applies the process's identity and environment and replaces this process with the program.
+pub(crate) fn exec_program(process: &Process, program: &Path) -> Result<Never> {
+    let args = process.args().clone().unwrap_or_default();
+    let env = process.env().clone().unwrap_or_default();
+    let user = process.user();
+    let groups: Vec<Gid> = user.additional_gids().iter().flatten().map(|g| Gid::from_raw(*g)).collect();
+    nix::unistd::setgroups(&groups).context(|| format!("process.user.additionalGids: setgroups {groups:?}"))?;
+    nix::unistd::setgid(Gid::from_raw(user.gid())).context(|| format!("process.user.gid: setgid {}", user.gid()))?;
+    nix::unistd::setuid(Uid::from_raw(user.uid())).context(|| format!("process.user.uid: setuid {}", user.uid()))?;
+    umask(Mode::from_bits_truncate(user.umask().unwrap_or(0o022)));
+    let cwd = process.cwd();
+    std::env::set_current_dir(cwd).context(|| format!("process.cwd: chdir to {}", cwd.display()))?;
+    if process.no_new_privileges() == Some(true) {
+        nix::sys::prctl::set_no_new_privs().context(|| "prctl(PR_SET_NO_NEW_PRIVS)".into())?;
+    }
+    reset_signals();
+
+    let c_program = CString::new(program.as_os_str().as_bytes()).map_err(|_| Error::spec("process.args[0]", "contains NUL"))?;
+    let c_args = to_cstrings(&args, "process.args")?;
+    let c_env = to_cstrings(&env, "process.env")?;
+    let err = nix::unistd::execve(&c_program, &c_args, &c_env).unwrap_err();
+    Err(Error::Init(format!("exec: {:?}: {}", args[0], err.desc().to_lowercase())))
+}
+
+fn to_cstrings(items: &[String], field: &str) -> Result<Vec<CString>> {
+    items.iter().map(|s| CString::new(s.as_bytes()).map_err(|_| Error::spec(field, format!("{s:?} contains NUL")))).collect()
+}
+
+/// The helper inherited the shim's signal dispositions: give the program the defaults, and an empty
+/// signal mask, as a freshly started process expects (ignored SIGPIPE would survive execve).
+fn reset_signals() {
+    use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+    let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+    for signal in Signal::iterator() {
+        if !matches!(signal, Signal::SIGKILL | Signal::SIGSTOP) {
+            // SAFETY: installing SIG_DFL runs no handler code.
+            let _ = unsafe { sigaction(signal, &default) };
+        }
+    }
+    let _ = SigSet::empty().thread_set_mask();
+}
