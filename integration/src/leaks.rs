@@ -21,7 +21,9 @@ pub fn find(containerd: &Containerd) -> Vec<String> {
         found.push(format!("mount {}", mount.display()));
     }
     for dir in cgroup_dirs(&containerd.namespace) {
-        found.push(format!("cgroup directory {}", dir.display()));
+        for child in subdirectories(&dir) {
+            found.push(format!("cgroup directory {}", child.display()));
+        }
     }
     for socket in shim_sockets(containerd) {
         found.push(format!("shim socket {}", socket.display()));
@@ -93,7 +95,9 @@ pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
     found
 }
 
-/// `<hierarchy>/<namespace>` in every mounted cgroup hierarchy, where it exists.
+/// `<hierarchy>/<namespace>` in every mounted cgroup hierarchy, where it exists. ctr puts containers
+/// below it; the runtime removes a container's group but, like runc, not this shared parent, so the
+/// harness removes it once the instance is gone.
 pub fn cgroup_dirs(namespace: &str) -> Vec<PathBuf> {
     fs::read_to_string("/proc/self/mountinfo")
         .unwrap_or_default()
@@ -103,6 +107,11 @@ pub fn cgroup_dirs(namespace: &str) -> Vec<PathBuf> {
         .map(|mount| Path::new(mount).join(namespace))
         .filter(|dir| dir.exists())
         .collect()
+}
+
+/// Directories directly below `dir` (a cgroup's children).
+fn subdirectories(dir: &Path) -> Vec<PathBuf> {
+    fs::read_dir(dir).into_iter().flatten().flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).map(|e| e.path()).collect()
 }
 
 fn remove_cgroup_tree(dir: &Path) {

@@ -85,8 +85,6 @@ pub struct Cgroup {
 pub struct CgroupDir {
     pub hierarchy: Hierarchy,
     pub dir: PathBuf,
-    /// Parent directories this container created (removed again on delete when empty), outermost first.
-    pub created_parents: Vec<PathBuf>,
 }
 
 impl Cgroup {
@@ -174,8 +172,8 @@ impl Cgroup {
         self.remove(timeout)
     }
 
-    /// Removes the group's directories (and the parents it created, when empty). A directory still
-    /// holding processes is retried until `timeout`.
+    /// Removes the group's directories (not their parents, which other containers may share, as runc
+    /// does). A directory still holding processes is retried until `timeout`.
     pub fn remove(&self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         for d in &self.dirs {
@@ -188,10 +186,6 @@ impl Cgroup {
                     }
                     Err(e) => return Err(Error::io(format!("remove cgroup {}", d.dir.display()), e)),
                 }
-            }
-            for parent in d.created_parents.iter().rev() {
-                // Another container may have moved in meanwhile: then the parent stays.
-                let _ = fs::remove_dir(parent);
             }
         }
         Ok(())
@@ -214,31 +208,17 @@ fn normalise(path: &str) -> Result<String> {
 
 fn create_dir_in(hierarchy: &Hierarchy, path: &str) -> Result<CgroupDir> {
     let dir = hierarchy.mount_point.join(path.trim_start_matches('/'));
-    let mut created_parents = Vec::new();
     let mut current = hierarchy.mount_point.clone();
-    let components: Vec<&str> = path.trim_start_matches('/').split('/').collect();
-    for (i, part) in components.iter().enumerate() {
+    for part in path.trim_start_matches('/').split('/') {
         current.push(part);
-        let is_leaf = i + 1 == components.len();
         match fs::create_dir(&current) {
-            Ok(()) => {
-                if !is_leaf {
-                    created_parents.push(current.clone());
-                }
-                if hierarchy.has("cpuset") {
-                    v1::inherit_cpuset(&current)?;
-                }
-            }
+            Ok(()) if hierarchy.has("cpuset") => v1::inherit_cpuset(&current)?,
+            Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => {
-                for p in created_parents.iter().rev() {
-                    let _ = fs::remove_dir(p);
-                }
-                return Err(Error::io(format!("create cgroup {}", current.display()), e));
-            }
+            Err(e) => return Err(Error::io(format!("create cgroup {}", current.display()), e)),
         }
     }
-    Ok(CgroupDir { hierarchy: hierarchy.clone(), dir, created_parents })
+    Ok(CgroupDir { hierarchy: hierarchy.clone(), dir })
 }
 
 #[cfg(test)]
