@@ -24,18 +24,23 @@ pub fn json_any(type_url: &str, value: &serde_json::Value) -> prost_types::Any {
     prost_types::Any { type_url: type_url.into(), value: value.to_string().into_bytes() }
 }
 
+/// An HTTP/2 (gRPC) channel over a unix socket.
+pub async fn unix_channel(socket: &Path) -> Result<Channel, tonic::transport::Error> {
+    let socket: PathBuf = socket.to_owned();
+    Endpoint::from_static("http://localhost")
+        .connect_timeout(Duration::from_secs(5))
+        .timeout(Duration::from_secs(10))
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let socket = socket.clone();
+            async move { tokio::net::UnixStream::connect(socket).await.map(TokioIo::new) }
+        }))
+        .await
+}
+
 impl TasksApi {
     pub fn connect(socket: &Path, namespace: &str) -> TasksApi {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let socket: PathBuf = socket.to_owned();
-        let channel = runtime
-            .block_on(
-                Endpoint::from_static("http://containerd").connect_timeout(Duration::from_secs(5)).connect_with_connector(tower::service_fn(move |_: Uri| {
-                    let socket = socket.clone();
-                    async move { tokio::net::UnixStream::connect(socket).await.map(TokioIo::new) }
-                })),
-            )
-            .expect("connect to containerd's gRPC socket");
+        let channel = runtime.block_on(unix_channel(socket)).expect("connect to containerd's gRPC socket");
         TasksApi { runtime, client: TasksClient::new(channel), namespace: namespace.to_owned() }
     }
 

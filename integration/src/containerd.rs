@@ -67,7 +67,16 @@ impl Containerd {
     /// Starts containerd `version` in a fresh directory, waits until it answers, and imports the
     /// busybox image into a namespace of its own.
     pub fn start(version: Version, name: &str) -> Containerd {
+        Containerd::start_with(version, name, None)
+    }
+
+    /// Like [`Containerd::start`], with a myshim configuration file for this instance's shims
+    /// (containerd passes its environment, `MYSHIM_CONFIG` included, to them).
+    pub fn start_with(version: Version, name: &str, shim_config: Option<&str>) -> Containerd {
         let dir = paths::scratch(&format!("containerd-{}-{name}", version.dir_name()));
+        if let Some(config) = shim_config {
+            fs::write(dir.join("myshim.toml"), config).expect("write the shim configuration");
+        }
         // Unique per instance: cgroup paths (/<namespace>/<id>) are shared by every containerd on the host.
         let namespace = format!("myshim-{}-{}-{}", name.replace('_', "-"), version.dir_name().replace('.', ""), std::process::id());
         fs::write(dir.join("config.toml"), config(version, &dir)).expect("write containerd config");
@@ -210,7 +219,13 @@ impl Containerd {
 fn spawn(version: Version, dir: &Path) -> Child {
     let log = fs::OpenOptions::new().create(true).append(true).open(dir.join("containerd.log")).expect("open containerd log");
     let path = format!("{}:{}:{}", paths::shim_dir().display(), version.bin_dir().display(), std::env::var("PATH").unwrap_or_default());
-    Command::new(version.bin_dir().join("containerd"))
+    let mut command = Command::new(version.bin_dir().join("containerd"));
+    if dir.join("myshim.toml").exists() {
+        command.env("MYSHIM_CONFIG", dir.join("myshim.toml"));
+    } else {
+        command.env_remove("MYSHIM_CONFIG");
+    }
+    command
         .arg("--config")
         .arg(dir.join("config.toml"))
         .env("PATH", path)

@@ -1,4 +1,5 @@
-//! End to end through real containerd 1.6, 1.7 and 2.1: `ctr run --runtime io.containerd.myshim.v1`.
+//! End to end through real containerd: `ctr run --runtime io.containerd.myshim.v1` on 1.6, 1.7 and 2.1
+//! over ttrpc, on 1.7 over gRPC, and on 2.1 configured for gRPC (which falls back to ttrpc there).
 //! Each test starts its own containerd, runs its containers, and checks that nothing is left.
 
 use std::collections::HashSet;
@@ -11,8 +12,8 @@ use myshim_integration::events::Events;
 use myshim_integration::{image, leaks, Containerd, Version};
 
 /// The container's output and exit code, the basic lifecycle and the leak check.
-fn lifecycle(version: Version) {
-    let c = Containerd::start(version, "lifecycle");
+fn lifecycle(setup: Setup) {
+    let c = setup.start("lifecycle");
 
     let hello = c.run("hello", &[], &["echo", "hello"]).ok();
     assert_eq!(hello.stdout, "hello\n");
@@ -33,7 +34,7 @@ fn lifecycle(version: Version) {
     let host_uts = std::fs::read_link("/proc/self/ns/uts").unwrap().display().to_string();
     let uts = c.run("uts", &[], &["readlink", "/proc/self/ns/uts"]).ok();
     assert_ne!(uts.stdout.trim(), host_uts);
-    if version != Version::V1_6 {
+    if setup.version != Version::V1_6 {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
         let named = c.run("named", &["--hostname", "myshim-box"], &["hostname"]).ok();
         assert_eq!(named.stdout, "myshim-box\n");
@@ -52,8 +53,8 @@ fn lifecycle(version: Version) {
 }
 
 /// `ctr task kill -s KILL` of a container that `ctr run` waits on: exit status 137.
-fn kill_gives_137(version: Version) {
-    let c = Containerd::start(version, "kill137");
+fn kill_gives_137(setup: Setup) {
+    let c = setup.start("kill137");
     c.track("victim");
     let mut run = c
         .ctr_command(&["run", "--runtime", RUNTIME, "--rm", image::BUSYBOX, "victim", "sleep", "1000"])
@@ -69,8 +70,8 @@ fn kill_gives_137(version: Version) {
 }
 
 /// Events reach containerd in the order create < start < exit < delete.
-fn event_order(version: Version) {
-    let c = Containerd::start(version, "events");
+fn event_order(setup: Setup) {
+    let c = setup.start("events");
     let events = Events::watch(&c);
     c.run("ordered", &[], &["true"]).ok();
     assert!(events.wait_for("ordered", "/tasks/delete", Duration::from_secs(10)), "no delete event: {:?}", events.topics_of("ordered"));
@@ -79,10 +80,15 @@ fn event_order(version: Version) {
 }
 
 /// The shim's socket is a root-owned 0600 file under /run/containerd/s and its address file names it.
-fn socket_and_address(version: Version) {
-    let c = Containerd::start(version, "socket");
+fn socket_and_address(setup: Setup) {
+    let c = setup.start("socket");
     c.run_detached("sock", &["sleep", "1000"]);
     let address = std::fs::read_to_string(c.bundle("sock").join("address")).unwrap();
+    // 1.7 with gRPC keeps the JSON reply there; otherwise it is a ttrpc address.
+    let address = match serde_json::from_str::<serde_json::Value>(&address) {
+        Ok(json) => json["address"].as_str().unwrap().to_owned(),
+        Err(_) => address,
+    };
     let path = address.trim().trim_start_matches("unix://");
     assert!(path.starts_with("/run/containerd/s/"), "address file {address:?}");
     let meta = std::fs::metadata(path).unwrap();
@@ -101,8 +107,8 @@ fn socket_and_address(version: Version) {
 }
 
 /// Bad input gets an error naming the cause; containerd and other containers stay healthy.
-fn bad_input(version: Version) {
-    let c = Containerd::start(version, "badinput");
+fn bad_input(setup: Setup) {
+    let c = setup.start("badinput");
     c.run_detached("bystander", &["sleep", "1000"]);
 
     let nope = c.run("nope", &[], &["/nope"]);
@@ -149,8 +155,8 @@ fn bad_input(version: Version) {
 
 /// After the shim is killed, containerd's `delete` cleans up the container, and a new container with
 /// the same id starts.
-fn shim_killed(version: Version) {
-    let c = Containerd::start(version, "shimkill");
+fn shim_killed(setup: Setup) {
+    let c = setup.start("shimkill");
     c.run_detached("orphan", &["sleep", "1000"]);
     let shims = leaks::shim_processes(&c);
     assert_eq!(shims.len(), 1);
@@ -174,12 +180,30 @@ fn wait_for(mut condition: impl FnMut() -> bool, what: &str) {
     }
 }
 
-macro_rules! for_each_version {
+/// A containerd version and the protocol the shim is configured for.
+#[derive(Clone, Copy)]
+struct Setup {
+    version: Version,
+    grpc: bool,
+}
+
+impl Setup {
+    fn start(self, name: &str) -> Containerd {
+        match self.grpc {
+            true => Containerd::start_with(self.version, &format!("{name}-grpc"), Some("protocol = \"grpc\"\n")),
+            false => Containerd::start(self.version, name),
+        }
+    }
+}
+
+macro_rules! for_each_setup {
     ($($check:ident),*) => {
-        mod containerd_1_6 { use super::*; $( #[test] fn $check() { super::$check(Version::V1_6) } )* }
-        mod containerd_1_7 { use super::*; $( #[test] fn $check() { super::$check(Version::V1_7) } )* }
-        mod containerd_2_1 { use super::*; $( #[test] fn $check() { super::$check(Version::V2_1) } )* }
+        mod containerd_1_6 { use super::*; $( #[test] fn $check() { super::$check(Setup { version: Version::V1_6, grpc: false }) } )* }
+        mod containerd_1_7 { use super::*; $( #[test] fn $check() { super::$check(Setup { version: Version::V1_7, grpc: false }) } )* }
+        mod containerd_1_7_grpc { use super::*; $( #[test] fn $check() { super::$check(Setup { version: Version::V1_7, grpc: true }) } )* }
+        mod containerd_2_1 { use super::*; $( #[test] fn $check() { super::$check(Setup { version: Version::V2_1, grpc: false }) } )* }
+        mod containerd_2_1_grpc_fallback { use super::*; $( #[test] fn $check() { super::$check(Setup { version: Version::V2_1, grpc: true }) } )* }
     };
 }
 
-for_each_version!(lifecycle, kill_gives_137, event_order, socket_and_address, bad_input, shim_killed);
+for_each_setup!(lifecycle, kill_gives_137, event_order, socket_and_address, bad_input, shim_killed);

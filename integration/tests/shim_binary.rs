@@ -98,3 +98,29 @@ fn version_and_info() {
     assert!(text.contains("io.containerd.myshim.v1"));
     assert!(text.contains("runtime-spec/1/features/Features") && text.contains("ociVersionMax"));
 }
+
+/// A daemon nobody connects to (containerd rejected the reply, say) exits by itself.
+#[test]
+fn unconnected_daemon_exits_by_itself() {
+    let dir = paths::scratch("idle");
+    let bundle = dir.join("bundle");
+    std::fs::create_dir_all(&bundle).unwrap();
+    std::fs::write(bundle.join("config.json"), "{}").unwrap();
+    nix_mkfifo(&bundle.join("log"));
+    std::fs::write(dir.join("myshim.toml"), "idle_exit_seconds = 1\n").unwrap();
+    let address = dir.join("containerd.sock").display().to_string();
+    let out = Command::new(paths::shim_binary())
+        .args(["-namespace", "ns", "-address", &address, "-publish-binary", "/bin/true", "-id", "idle", "start"])
+        .current_dir(&bundle)
+        .env_remove("GRPC_ADDRESS")
+        .env("MYSHIM_CONFIG", dir.join("myshim.toml"))
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let socket = String::from_utf8(out.stdout).unwrap().trim_start_matches("unix://").to_owned();
+    let record: serde_json::Value = serde_json::from_slice(&std::fs::read(format!("{socket}.myshim.json")).unwrap()).unwrap();
+    wait_gone(record["pid"].as_u64().unwrap() as u32);
+    assert!(!Path::new(&socket).exists(), "socket removed");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

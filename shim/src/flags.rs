@@ -15,8 +15,11 @@ pub struct Flags {
     pub debug: bool,
     pub version: bool,
     pub info: bool,
-    /// The socket the daemon serves on (internal: passed from `start` to the daemon).
+    /// The socket the daemon serves on and the protocol it speaks (internal: passed from `start` to
+    /// the daemon).
     pub socket: Option<PathBuf>,
+    pub protocol: Option<String>,
+    pub idle_exit_seconds: Option<u64>,
     /// `start`, `delete`, or the internal `serve`.
     pub action: Option<String>,
 }
@@ -67,6 +70,8 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Flags, String> {
             "publish-binary" => flags.publish_binary = value,
             "bundle" => flags.bundle = Some(value.into()),
             "socket" => flags.socket = Some(value.into()),
+            "protocol" => flags.protocol = Some(value),
+            "idle-exit" => flags.idle_exit_seconds = Some(value.parse().map_err(|_| format!("invalid value {value:?} for flag -idle-exit"))?),
             _ => {}
         }
     }
@@ -74,11 +79,12 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Flags, String> {
 }
 
 fn is_known(name: &str) -> bool {
-    matches!(name, "namespace" | "id" | "address" | "publish-binary" | "bundle" | "socket")
+    matches!(name, "namespace" | "id" | "address" | "publish-binary" | "bundle" | "socket" | "protocol" | "idle-exit")
 }
 
-/// The daemon's arguments: the same identity, the socket, and the internal action.
-pub fn for_daemon(flags: &Flags, socket: &std::path::Path) -> Vec<String> {
+/// The daemon's arguments: the same identity, its socket, protocol and idle exit, and the internal
+/// action.
+pub fn for_daemon(flags: &Flags, socket: &std::path::Path, protocol: &str, idle_exit_seconds: u64) -> Vec<String> {
     let mut args = vec![
         "-namespace".into(),
         flags.namespace.clone(),
@@ -90,6 +96,10 @@ pub fn for_daemon(flags: &Flags, socket: &std::path::Path) -> Vec<String> {
         flags.publish_binary.clone(),
         "-socket".into(),
         socket.display().to_string(),
+        "-protocol".into(),
+        protocol.to_owned(),
+        "-idle-exit".into(),
+        idle_exit_seconds.to_string(),
     ];
     if flags.debug {
         args.push("-debug".into());
@@ -140,10 +150,12 @@ mod tests {
     #[test]
     fn daemon_arguments_round_trip() {
         let f = parse_str("-namespace n -address /a -publish-binary /p -id i -debug start");
-        let daemon = parse(for_daemon(&f, std::path::Path::new("/run/containerd/s/x"))).unwrap();
+        let daemon = parse(for_daemon(&f, std::path::Path::new("/run/containerd/s/x"), "grpc", 7)).unwrap();
         assert_eq!(daemon.namespace, "n");
         assert_eq!(daemon.socket, Some(PathBuf::from("/run/containerd/s/x")));
         assert_eq!(daemon.action.as_deref(), Some("serve"));
+        assert_eq!(daemon.protocol.as_deref(), Some("grpc"));
+        assert_eq!(daemon.idle_exit_seconds, Some(7));
         assert!(daemon.debug);
     }
 }

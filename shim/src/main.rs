@@ -5,6 +5,7 @@
 
 mod api;
 mod bootstrap;
+mod config;
 mod core;
 mod flags;
 mod logging;

@@ -1,29 +1,94 @@
 //! Publishes task events to containerd in the order the core emitted them: one queue, the head
 //! retried with backoff (containerd may be restarting) and never reordered or dropped.
+//!
+//! Events go to containerd's ttrpc `Events/Forward` at `TTRPC_ADDRESS` whatever protocol the task
+//! API uses; without that address, to the gRPC `Events/Forward` at `-address`.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
-use myshim_protos::containerd::services::events::ttrpc::v1::ForwardRequest;
+use hyper_util::rt::TokioIo;
+use myshim_protos::containerd::services::events::v1::events_client::EventsClient;
+use myshim_protos::containerd::services::events::{ttrpc::v1::ForwardRequest as TtrpcForward, v1::ForwardRequest as GrpcForward};
+use myshim_protos::containerd::types::Envelope;
 use prost::Message;
+use tonic::transport::{Channel, Endpoint, Uri};
 use tracing::{debug, warn};
 use ttrpc::proto::RequestInit;
 
 use crate::api::events::envelope;
 use crate::core::events::EventReceiver;
 
-const FORWARD_SERVICE: &str = "containerd.services.events.ttrpc.v1.Events";
+const TTRPC_SERVICE: &str = "containerd.services.events.ttrpc.v1.Events";
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 
-/// Forwards events to containerd's ttrpc socket until the sending side closes.
-pub async fn run(mut events: EventReceiver, namespace: String, ttrpc_address: String) {
-    let mut client: Option<ttrpc::r#async::Client> = None;
+/// Where events go.
+pub enum Forwarder {
+    Ttrpc { address: String, client: Option<ttrpc::r#async::Client> },
+    Grpc { address: PathBuf, client: Option<EventsClient<Channel>> },
+}
+
+impl Forwarder {
+    /// containerd's ttrpc socket from `TTRPC_ADDRESS`, else its gRPC socket.
+    pub fn from_environment(grpc_address: &str) -> Forwarder {
+        match std::env::var("TTRPC_ADDRESS") {
+            Ok(address) if !address.is_empty() => Forwarder::Ttrpc { address, client: None },
+            _ => Forwarder::Grpc { address: PathBuf::from(grpc_address), client: None },
+        }
+    }
+
+    async fn forward(&mut self, envelope: &Envelope) -> Result<(), String> {
+        match self {
+            Forwarder::Ttrpc { address, client } => {
+                if client.is_none() {
+                    let connected = ttrpc::r#async::Client::connect(&format!("unix://{address}")).await.map_err(|e| format!("connect {address}: {e}"))?;
+                    *client = Some(connected);
+                }
+                let mut request = ttrpc::Request::init_request(TTRPC_SERVICE.into(), "Forward".into(), FORWARD_TIMEOUT.as_nanos() as i64, vec![]);
+                request.set_payload(TtrpcForward { envelope: Some(envelope.clone()) }.encode_to_vec());
+                let response = client.as_ref().expect("connected above").request(request).await.map_err(|e| e.to_string())?;
+                let status = response.status();
+                if status.code() != ttrpc::Code::OK {
+                    return Err(format!("containerd refused the event: {}", status.message()));
+                }
+                Ok(())
+            }
+            Forwarder::Grpc { address, client } => {
+                if client.is_none() {
+                    let path = address.clone();
+                    let channel = Endpoint::from_static("http://containerd")
+                        .connect_timeout(FORWARD_TIMEOUT)
+                        .timeout(FORWARD_TIMEOUT)
+                        .connect_with_connector(tower::service_fn(move |_: Uri| {
+                            let path = path.clone();
+                            async move { tokio::net::UnixStream::connect(path).await.map(TokioIo::new) }
+                        }))
+                        .await
+                        .map_err(|e| format!("connect {}: {e}", address.display()))?;
+                    *client = Some(EventsClient::new(channel));
+                }
+                let request = GrpcForward { envelope: Some(envelope.clone()) };
+                client.as_mut().expect("connected above").forward(request).await.map(drop).map_err(|e| e.message().to_owned())
+            }
+        }
+    }
+
+    fn disconnect(&mut self) {
+        match self {
+            Forwarder::Ttrpc { client, .. } => *client = None,
+            Forwarder::Grpc { client, .. } => *client = None,
+        }
+    }
+}
+
+/// Forwards events until the sending side closes.
+pub async fn run(mut events: EventReceiver, namespace: String, mut forwarder: Forwarder) {
     while let Some((event, at)) = events.next().await {
         let envelope = envelope(&event, &namespace, at);
-        let payload = ForwardRequest { envelope: Some(envelope.clone()) }.encode_to_vec();
         let mut backoff = Duration::from_millis(50);
         loop {
-            match forward(&mut client, &ttrpc_address, payload.clone()).await {
+            match forwarder.forward(&envelope).await {
                 Ok(()) => {
                     debug!(topic = %envelope.topic, "event forwarded");
                     events.delivered();
@@ -31,26 +96,11 @@ pub async fn run(mut events: EventReceiver, namespace: String, ttrpc_address: St
                 }
                 Err(e) => {
                     warn!(topic = %envelope.topic, error = %e, "forwarding event failed; retrying");
-                    client = None;
+                    forwarder.disconnect();
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                 }
             }
         }
     }
-}
-
-async fn forward(client: &mut Option<ttrpc::r#async::Client>, address: &str, payload: Vec<u8>) -> Result<(), String> {
-    if client.is_none() {
-        let connected = ttrpc::r#async::Client::connect(&format!("unix://{address}")).await.map_err(|e| format!("connect {address}: {e}"))?;
-        *client = Some(connected);
-    }
-    let mut request = ttrpc::Request::init_request(FORWARD_SERVICE.into(), "Forward".into(), FORWARD_TIMEOUT.as_nanos() as i64, vec![]);
-    request.set_payload(payload);
-    let response = client.as_ref().expect("connected above").request(request).await.map_err(|e| e.to_string())?;
-    let status = response.status();
-    if status.code() != ttrpc::Code::OK {
-        return Err(format!("containerd refused the event: {}", status.message()));
-    }
-    Ok(())
 }

@@ -1,9 +1,11 @@
-//! The daemon: serves the task API on the socket `start` handed over, reaps children, publishes
-//! events, and exits once containerd asked it to and no container is left.
+//! The daemon: serves the task API on the socket `start` handed over (ttrpc, or gRPC where `start`
+//! chose it), reaps children, publishes events, and exits once containerd asked it to and no
+//! container is left — or when it has been left without containers for a while (containerd never
+//! connected, or skipped Shutdown).
 
 use std::os::unix::net::UnixListener;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 use myshim_runtime::sys;
@@ -11,35 +13,36 @@ use tokio::signal::unix::{signal, SignalKind};
 use tracing::{info, warn};
 
 use crate::bootstrap::record_path;
+use crate::config::{self, Protocol};
 use crate::core::{events, TaskCore};
 use crate::flags::Flags;
-use crate::{api, publisher};
-
-const DEFAULT_TTRPC_ADDRESS: &str = "/run/containerd/containerd.sock.ttrpc";
+use crate::publisher::{self, Forwarder};
+use crate::api;
 
 pub fn serve(flags: &Flags) -> Result<()> {
     let socket = flags.socket.clone().ok_or_else(|| anyhow!("serve needs -socket"))?;
+    let protocol = flags.protocol.as_deref().map_or(Some(Protocol::Ttrpc), Protocol::from_name).ok_or_else(|| anyhow!("unknown -protocol"))?;
     let listener: UnixListener = sys::take_inherited_fd(3).ok_or_else(|| anyhow!("no listening socket on fd 3"))?.into();
     listener.set_nonblocking(true).context("make the listener non-blocking")?;
     sys::become_child_subreaper().context("become a child subreaper")?;
+    let idle_exit = Duration::from_secs(flags.idle_exit_seconds.unwrap_or(config::Config::default().idle_exit_seconds));
 
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("start tokio")?;
-    let result = runtime.block_on(run(flags, listener));
+    let result = runtime.block_on(run(flags, protocol, listener, idle_exit));
     let _ = std::fs::remove_file(&socket);
     let _ = std::fs::remove_file(record_path(&socket));
     info!("shim exits");
     result
 }
 
-async fn run(flags: &Flags, listener: UnixListener) -> Result<()> {
+async fn run(flags: &Flags, protocol: Protocol, listener: UnixListener, idle_exit: Duration) -> Result<()> {
     // Installed before any container exists, so no SIGCHLD is missed.
     let mut sigchld = signal(SignalKind::child()).context("watch SIGCHLD")?;
     let mut sigterm = signal(SignalKind::terminate()).context("watch SIGTERM")?;
 
     let (queue, receiver) = events::queue();
     let core = TaskCore::new(queue, myshim_runtime::Runtime::default(), flags.namespace.clone());
-    let ttrpc_address = std::env::var("TTRPC_ADDRESS").unwrap_or_else(|_| DEFAULT_TTRPC_ADDRESS.into());
-    tokio::spawn(publisher::run(receiver, flags.namespace.clone(), ttrpc_address));
+    tokio::spawn(publisher::run(receiver, flags.namespace.clone(), Forwarder::from_environment(&flags.address)));
 
     let reaper_core = core.clone();
     tokio::spawn(async move {
@@ -53,21 +56,42 @@ async fn run(flags: &Flags, listener: UnixListener) -> Result<()> {
         }
     });
 
-    let listener = ttrpc::r#async::transport::Listener::try_from(listener).context("serve the socket")?;
-    let mut server = ttrpc::r#async::Server::new().add_listener(listener).register_service(api::ttrpc::services(&core));
-    server.start().await.map_err(|e| anyhow!("start the ttrpc server: {e}"))?;
-    info!(pid = std::process::id(), "serving the task API over ttrpc");
-
-    wait_for_exit(&core, &mut sigterm).await;
-    // The reply to Shutdown and the last events (a delete, say) go out before we leave.
-    core.events().drain(Duration::from_secs(3)).await;
-    let _ = tokio::time::timeout(Duration::from_secs(2), server.shutdown()).await;
+    match protocol {
+        Protocol::Ttrpc => {
+            let listener = ttrpc::r#async::transport::Listener::try_from(listener).context("serve the socket")?;
+            let mut server = ttrpc::r#async::Server::new().add_listener(listener).register_service(api::ttrpc::services(&core));
+            server.start().await.map_err(|e| anyhow!("start the ttrpc server: {e}"))?;
+            info!(pid = std::process::id(), "serving the task API over ttrpc");
+            wait_for_exit(&core, &mut sigterm, idle_exit).await;
+            // The reply to Shutdown and the last events (a delete, say) go out before we leave.
+            core.events().drain(Duration::from_secs(3)).await;
+            let _ = tokio::time::timeout(Duration::from_secs(2), server.shutdown()).await;
+        }
+        Protocol::Grpc => {
+            let incoming = tokio_stream::wrappers::UnixListenerStream::new(tokio::net::UnixListener::from_std(listener).context("serve the socket")?);
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            let service = api::grpc::TaskServer::new(api::grpc::GrpcTask(core.clone()));
+            let server = tokio::spawn(
+                tonic::transport::Server::builder().serve_with_incoming_shutdown(service, incoming, async {
+                    let _ = stopped.await;
+                }),
+            );
+            info!(pid = std::process::id(), "serving the task API over gRPC");
+            wait_for_exit(&core, &mut sigterm, idle_exit).await;
+            core.events().drain(Duration::from_secs(3)).await;
+            let _ = stop.send(());
+            let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
+        }
+    }
     Ok(())
 }
 
-/// Returns when containerd's Shutdown (or SIGTERM) finds no container left.
-async fn wait_for_exit(core: &Arc<TaskCore>, sigterm: &mut tokio::signal::unix::Signal) {
+/// Returns when containerd's Shutdown (or SIGTERM) finds no container left, or when no container has
+/// been there for `idle_exit`.
+async fn wait_for_exit(core: &Arc<TaskCore>, sigterm: &mut tokio::signal::unix::Signal, idle_exit: Duration) {
     let mut exit = core.exit_signal();
+    let mut empty_since = Some(Instant::now());
+    let mut tick = tokio::time::interval(Duration::from_secs(1).min(idle_exit.max(Duration::from_millis(100))));
     loop {
         tokio::select! {
             changed = exit.changed() => {
@@ -81,6 +105,17 @@ async fn wait_for_exit(core: &Arc<TaskCore>, sigterm: &mut tokio::signal::unix::
                 }
                 warn!("SIGTERM while containers run: exiting once the last one is deleted");
                 core.shutdown();
+            }
+            _ = tick.tick() => {
+                if !core.is_empty() {
+                    empty_since = None;
+                    continue;
+                }
+                let since = *empty_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= idle_exit {
+                    info!(seconds = idle_exit.as_secs(), "no container for a while: exiting");
+                    return;
+                }
             }
         }
     }

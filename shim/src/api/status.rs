@@ -27,6 +27,10 @@ pub fn to_ttrpc(error: &TaskError) -> ttrpc::Status {
     ttrpc::get_status(code, error.message.clone())
 }
 
+pub fn to_grpc(error: &TaskError) -> tonic::Status {
+    tonic::Status::new(tonic::Code::from_i32(code_of(error.kind)), error.message.clone())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -38,5 +42,7 @@ mod tests {
         assert_eq!(to_ttrpc(&TaskError::unimplemented("x")).code(), ttrpc::Code::UNIMPLEMENTED);
         assert_eq!(to_ttrpc(&TaskError::precondition("x")).code(), ttrpc::Code::FAILED_PRECONDITION);
         assert_eq!(to_ttrpc(&TaskError::invalid("x")).code(), ttrpc::Code::INVALID_ARGUMENT);
+        assert_eq!(to_grpc(&TaskError::not_found("x")).code(), tonic::Code::NotFound);
+        assert_eq!(to_grpc(&TaskError::internal("x")).code(), tonic::Code::Unknown);
     }
 }

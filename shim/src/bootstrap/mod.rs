@@ -45,9 +45,11 @@ pub struct DaemonRecord {
     /// containerd's gRPC address and namespace the daemon serves (for operators and leak checks).
     pub address: String,
     pub namespace: String,
-    /// The reply containerd accepted when this daemon was started; a later `start` for the same
-    /// group echoes it, so protocol and version always match the running daemon.
+    /// The reply containerd accepted when this daemon was started, and what went into `address`; a
+    /// later `start` for the same group echoes them, so protocol and version always match the
+    /// running daemon.
     pub reply: String,
+    pub address_file: Option<String>,
 }
 
 pub fn record_path(socket: &Path) -> PathBuf {

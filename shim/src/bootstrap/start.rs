@@ -8,37 +8,49 @@ use std::fs;
 use std::io::{self, Read};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use anyhow::{anyhow, Context, Result};
 use myshim_runtime::sys;
+use prost::Message;
 use tracing::{info, warn};
 
-use super::containerd;
-use super::{group_id, record_path, socket_path, DaemonRecord, SOCKET_DIR};
+use super::{containerd, group_id, record_path, socket_path, DaemonRecord, SOCKET_DIR};
+use crate::config;
 use crate::flags::{self, Flags};
 
 /// Runs `start` and returns the reply to print.
 pub fn start(flags: &Flags) -> Result<String> {
     let bundle = std::env::current_dir().context("current directory (the bundle)")?;
-    // containerd writes the runtime options to stdin; read them so its write never blocks.
-    let mut options = Vec::new();
-    let _ = io::stdin().read_to_end(&mut options);
+    // containerd writes the runtime options to stdin (read all of it, so its write never blocks).
+    let mut stdin = Vec::new();
+    let _ = io::stdin().read_to_end(&mut stdin);
+    let options = prost_types::Any::decode(stdin.as_slice()).ok().filter(|a| !a.type_url.is_empty());
+    let (config, source) = config::load(options.as_ref()).map_err(|e| anyhow!(e))?;
 
     let group = group_id(&bundle, &flags.id);
     let socket = socket_path(&flags.address, &flags.namespace, &group);
-    let generation = containerd::detect(&flags.address);
-    let reply = match bind(&socket)? {
+    let bootstrap = match bind(&socket)? {
         Some(listener) => {
-            let reply = containerd::ttrpc_reply(generation, &socket);
-            let pid = spawn_daemon(flags, &bundle, &socket, listener)?;
-            let record = DaemonRecord { pid, address: flags.address.clone(), namespace: flags.namespace.clone(), reply: reply.clone() };
+            let containerd = containerd::detect(&flags.address);
+            let bootstrap = containerd::bootstrap(containerd, config.protocol, &socket);
+            if let Some(reason) = &bootstrap.fallback_reason {
+                warn!(id = %flags.id, configured = ?source, "protocol = \"grpc\" is configured, but this shim serves ttrpc: {reason}");
+            }
+            let pid = spawn_daemon(flags, &bundle, &socket, &bootstrap, config.idle_exit_seconds, listener)?;
+            let record = DaemonRecord {
+                pid,
+                address: flags.address.clone(),
+                namespace: flags.namespace.clone(),
+                reply: bootstrap.reply.clone(),
+                address_file: bootstrap.address_file.clone(),
+            };
             fs::write(record_path(&socket), serde_json::to_vec(&record)?)
                 .with_context(|| format!("write {}", record_path(&socket).display()))?;
-            info!(id = %flags.id, group, pid, "started shim daemon");
-            reply
+            info!(id = %flags.id, group, pid, protocol = bootstrap.protocol.name(), ?containerd, "started shim daemon");
+            (record.reply, record.address_file)
         }
         None => {
             // A live daemon serves this group: answer with what it was started with.
@@ -47,11 +59,13 @@ pub fn start(flags: &Flags) -> Result<String> {
                 .and_then(|text| serde_json::from_slice(&text).ok())
                 .ok_or_else(|| anyhow!("shim daemon for group {group} at {} has no record", socket.display()))?;
             info!(id = %flags.id, group, pid = record.pid, "reusing shim daemon");
-            record.reply
+            (record.reply, record.address_file)
         }
     };
-    let address = containerd::address_file(generation, &reply, &socket);
-    fs::write(bundle.join("address"), address).with_context(|| format!("write {}/address", bundle.display()))?;
+    let (reply, address_file) = bootstrap;
+    if let Some(address) = address_file {
+        fs::write(bundle.join("address"), address).with_context(|| format!("write {}/address", bundle.display()))?;
+    }
     Ok(reply)
 }
 
@@ -82,12 +96,12 @@ fn bind(socket: &Path) -> Result<Option<UnixListener>> {
 
 /// Starts the daemon: the same binary with `serve`, the listener as fd 3, stdio on /dev/null, its own
 /// process group, and an OOM score one above containerd's.
-fn spawn_daemon(flags: &Flags, bundle: &Path, socket: &Path, listener: UnixListener) -> Result<u32> {
+fn spawn_daemon(flags: &Flags, bundle: &Path, socket: &Path, bootstrap: &containerd::Bootstrap, idle_exit_seconds: u64, listener: UnixListener) -> Result<u32> {
     let exe: PathBuf = std::env::current_exe().context("find the shim's own executable")?;
     // `start` is single-threaded here, so no other spawn can inherit fd 3 by accident.
     sys::place_for_child(listener.into(), 3).context("hand the socket to the daemon")?;
     let child = Command::new(&exe)
-        .args(flags::for_daemon(flags, socket))
+        .args(flags::for_daemon(flags, socket, bootstrap.protocol.name(), idle_exit_seconds))
         .current_dir(bundle)
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -639,17 +639,16 @@ impl TaskCore {
     /// Exits the shim now when it runs no container; otherwise remembers the request and exits when
     /// the last container is deleted.
     pub fn shutdown(&self) {
-        let empty = self.containers.lock().unwrap().is_empty() && self.creating.lock().unwrap().is_empty();
-        if empty {
+        if self.is_empty() {
             self.exit_now.send_replace(true);
         } else {
             *self.shutdown_requested.lock().unwrap() = true;
         }
     }
 
-    /// Whether any container remains (for signals that ask the shim to stop).
+    /// Whether no container exists or is being created.
     pub fn is_empty(&self) -> bool {
-        self.containers.lock().unwrap().is_empty()
+        self.containers.lock().unwrap().is_empty() && self.creating.lock().unwrap().is_empty()
     }
 }
 
