@@ -191,8 +191,11 @@ impl Container {
             return Err(Error::State { id: id.clone(), reason: "the container's init is not running".into() });
         }
         let raw: Vec<_> = fds.iter().map(|fd| fd.as_raw_fd()).collect();
+        crate::process::check_labels(&process)?;
         let oom_score_adj = process.oom_score_adj();
-        let plan = ExecPlan { process, namespaces: names };
+        // The container's seccomp profile confines its exec'd processes too.
+        let seccomp = spec::load(&self.state.bundle).ok().and_then(|s| s.linux().as_ref().and_then(|l| l.seccomp().clone()));
+        let plan = ExecPlan { process, seccomp, namespaces: names };
         let helper = Helper { mode: MODE_EXEC, stdio: &stdio, cgroup: self.state.cgroup.as_ref(), oom_score_adj };
         let mut pids = Vec::new();
         match helper.run(runtime, &plan, &raw, &mut pids) {

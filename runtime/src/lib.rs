@@ -12,6 +12,7 @@ pub mod features;
 pub mod mounts;
 pub mod process;
 mod rootfs;
+mod seccomp;
 pub mod spec;
 pub mod state;
 pub mod sys;

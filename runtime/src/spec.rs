@@ -44,6 +44,7 @@ pub fn validate(spec: &Spec) -> Result<()> {
     if !process.cwd().is_absolute() {
         return Err(Error::spec("process.cwd", format!("{:?} is not an absolute path", process.cwd())));
     }
+    crate::process::check_labels(process)?;
     let root = spec.root().as_ref().ok_or_else(|| Error::spec("root", "missing"))?;
     if root.path().as_os_str().is_empty() {
         return Err(Error::spec("root.path", "must not be empty"));

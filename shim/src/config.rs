@@ -6,6 +6,7 @@
 //! ```toml
 //! protocol = "grpc"        # or "ttrpc" (default); gRPC only where containerd can hold it
 //! idle_exit_seconds = 30   # a daemon left without containers this long exits
+//! grpc_keepalive = true    # over gRPC, keep a Wait in flight per running container (see keepalive.rs)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -46,11 +47,12 @@ impl Protocol {
 pub struct Config {
     pub protocol: Protocol,
     pub idle_exit_seconds: u64,
+    pub grpc_keepalive: bool,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { protocol: Protocol::Ttrpc, idle_exit_seconds: 30 }
+        Config { protocol: Protocol::Ttrpc, idle_exit_seconds: 30, grpc_keepalive: true }
     }
 }
 

@@ -20,12 +20,13 @@ pub struct Flags {
     pub socket: Option<PathBuf>,
     pub protocol: Option<String>,
     pub idle_exit_seconds: Option<u64>,
+    pub keepalive: bool,
     /// `start`, `delete`, or the internal `serve`.
     pub action: Option<String>,
 }
 
 const ACTIONS: &[&str] = &["start", "delete", "serve"];
-const BOOLEANS: &[&str] = &["debug", "v", "version", "info"];
+const BOOLEANS: &[&str] = &["debug", "v", "version", "info", "keepalive"];
 
 pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Flags, String> {
     let mut flags = Flags::default();
@@ -52,6 +53,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Flags, String> {
             match name.as_str() {
                 "debug" => flags.debug = value,
                 "v" | "version" => flags.version = value,
+                "keepalive" => flags.keepalive = value,
                 _ => flags.info = value,
             }
             continue;
@@ -84,7 +86,7 @@ fn is_known(name: &str) -> bool {
 
 /// The daemon's arguments: the same identity, its socket, protocol and idle exit, and the internal
 /// action.
-pub fn for_daemon(flags: &Flags, socket: &std::path::Path, protocol: &str, idle_exit_seconds: u64) -> Vec<String> {
+pub fn for_daemon(flags: &Flags, socket: &std::path::Path, protocol: &str, idle_exit_seconds: u64, keepalive: bool) -> Vec<String> {
     let mut args = vec![
         "-namespace".into(),
         flags.namespace.clone(),
@@ -103,6 +105,9 @@ pub fn for_daemon(flags: &Flags, socket: &std::path::Path, protocol: &str, idle_
     ];
     if flags.debug {
         args.push("-debug".into());
+    }
+    if keepalive {
+        args.push("-keepalive".into());
     }
     args.push("serve".into());
     args
@@ -150,12 +155,13 @@ mod tests {
     #[test]
     fn daemon_arguments_round_trip() {
         let f = parse_str("-namespace n -address /a -publish-binary /p -id i -debug start");
-        let daemon = parse(for_daemon(&f, std::path::Path::new("/run/containerd/s/x"), "grpc", 7)).unwrap();
+        let daemon = parse(for_daemon(&f, std::path::Path::new("/run/containerd/s/x"), "grpc", 7, true)).unwrap();
         assert_eq!(daemon.namespace, "n");
         assert_eq!(daemon.socket, Some(PathBuf::from("/run/containerd/s/x")));
         assert_eq!(daemon.action.as_deref(), Some("serve"));
         assert_eq!(daemon.protocol.as_deref(), Some("grpc"));
         assert_eq!(daemon.idle_exit_seconds, Some(7));
+        assert!(daemon.keepalive);
         assert!(daemon.debug);
     }
 }

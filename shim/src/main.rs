@@ -8,6 +8,7 @@ mod bootstrap;
 mod config;
 mod core;
 mod flags;
+mod keepalive;
 mod logging;
 mod publisher;
 mod serve;

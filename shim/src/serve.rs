@@ -17,7 +17,7 @@ use crate::config::{self, Protocol};
 use crate::core::{events, TaskCore};
 use crate::flags::Flags;
 use crate::publisher::{self, Forwarder};
-use crate::api;
+use crate::{api, keepalive};
 
 pub fn serve(flags: &Flags) -> Result<()> {
     let socket = flags.socket.clone().ok_or_else(|| anyhow!("serve needs -socket"))?;
@@ -42,6 +42,9 @@ async fn run(flags: &Flags, protocol: Protocol, listener: UnixListener, idle_exi
 
     let (queue, receiver) = events::queue();
     let core = TaskCore::new(queue, myshim_runtime::Runtime::default(), flags.namespace.clone());
+    if flags.keepalive {
+        keepalive::start(core.events(), flags.address.clone(), flags.namespace.clone());
+    }
     tokio::spawn(publisher::run(receiver, flags.namespace.clone(), Forwarder::from_environment(&flags.address)));
 
     let reaper_core = core.clone();

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::channel::Channel;
 use super::launch::{attach_terminal, exec_program, find_program, Never};
+use super::security::Confinement;
 use super::fork_into_pid_namespace;
 use crate::error::{Context, Error, Result};
 
@@ -18,6 +19,8 @@ use crate::error::{Context, Error, Result};
 #[derive(Debug, Serialize, Deserialize)]
 pub(crate) struct ExecPlan {
     pub process: Process,
+    /// The container's seccomp profile, which applies to its exec'd processes too.
+    pub seccomp: Option<oci_spec::runtime::LinuxSeccomp>,
     /// `/proc/<pid>/ns` names (`user`, `mnt`, …) of the passed descriptors.
     pub namespaces: Vec<String>,
 }
@@ -45,7 +48,7 @@ pub(crate) fn run(channel: &mut Channel) -> Result<Never> {
         attach_terminal(channel, process, false)?;
     }
     let program = find_program(process)?;
-    exec_program(process, &program)
+    exec_program(process, &program, &Confinement { seccomp: plan.seccomp.as_ref() })
 }
 
 /// The namespaces an exec joins, in the order it joins them: the user namespace first (it owns the

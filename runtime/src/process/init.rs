@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use super::channel::{Channel, Report};
 use super::launch::{attach_terminal, exec_program, find_program, Never};
+use super::security::Confinement;
 use super::{clone_flag, fork_into_pid_namespace};
 use crate::cgroups::Cgroup;
 use crate::error::{Context, Error, Result};
@@ -62,7 +63,7 @@ pub(crate) fn run(channel: &mut Channel) -> Result<Never> {
 
     channel.send(&Report::Ready).context(|| "report ready".into())?;
     wait_for_start(&exec_fifo)?;
-    exec_program(process, &program)
+    exec_program(process, &program, &Confinement::of(spec))
 }
 
 /// Joins namespaces given by path, unshares the new ones, and forks into a changed pid namespace. On

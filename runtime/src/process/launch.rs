@@ -8,10 +8,10 @@ use std::path::{Path, PathBuf};
 
 use nix::fcntl::{open, OFlag};
 use nix::sys::stat::{umask, Mode};
-use nix::unistd::{Gid, Uid};
 use oci_spec::runtime::Process;
 
 use super::channel::{Channel, Report};
+use super::security::{self, Confinement};
 use crate::error::{Context, Error, Result};
 
 /// The type of a function that only returns on failure.
@@ -94,21 +94,14 @@ fn bind_dev_console(slave: &OwnedFd) -> Result<()> {
 }
 
 /// Applies the process's identity and environment and replaces this process with the program.
-pub(crate) fn exec_program(process: &Process, program: &Path) -> Result<Never> {
+pub(crate) fn exec_program(process: &Process, program: &Path, confinement: &Confinement<'_>) -> Result<Never> {
     let args = process.args().clone().unwrap_or_default();
     let env = process.env().clone().unwrap_or_default();
-    let user = process.user();
-    let groups: Vec<Gid> = user.additional_gids().iter().flatten().map(|g| Gid::from_raw(*g)).collect();
-    nix::unistd::setgroups(&groups).context(|| format!("process.user.additionalGids: setgroups {groups:?}"))?;
-    nix::unistd::setgid(Gid::from_raw(user.gid())).context(|| format!("process.user.gid: setgid {}", user.gid()))?;
-    nix::unistd::setuid(Uid::from_raw(user.uid())).context(|| format!("process.user.uid: setuid {}", user.uid()))?;
-    umask(Mode::from_bits_truncate(user.umask().unwrap_or(0o022)));
+    umask(Mode::from_bits_truncate(process.user().umask().unwrap_or(0o022)));
     let cwd = process.cwd();
     std::env::set_current_dir(cwd).context(|| format!("process.cwd: chdir to {}", cwd.display()))?;
-    if process.no_new_privileges() == Some(true) {
-        nix::sys::prctl::set_no_new_privs().context(|| "prctl(PR_SET_NO_NEW_PRIVS)".into())?;
-    }
     reset_signals();
+    security::apply(process, confinement)?;
 
     let c_program = CString::new(program.as_os_str().as_bytes()).map_err(|_| Error::spec("process.args[0]", "contains NUL"))?;
     let c_args = to_cstrings(&args, "process.args")?;

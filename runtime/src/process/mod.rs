@@ -31,6 +31,9 @@ pub(crate) mod channel;
 pub(crate) mod exec;
 pub(crate) mod init;
 mod launch;
+mod security;
+
+pub(crate) use security::check_labels;
 pub mod spawn;
 
 use std::os::unix::net::UnixStream;

@@ -39,7 +39,7 @@ pub fn start(flags: &Flags) -> Result<String> {
             if let Some(reason) = &bootstrap.fallback_reason {
                 warn!(id = %flags.id, configured = ?source, "protocol = \"grpc\" is configured, but this shim serves ttrpc: {reason}");
             }
-            let pid = spawn_daemon(flags, &bundle, &socket, &bootstrap, config.idle_exit_seconds, listener)?;
+            let pid = spawn_daemon(flags, &bundle, &socket, &bootstrap, &config, listener)?;
             let record = DaemonRecord {
                 pid,
                 address: flags.address.clone(),
@@ -96,12 +96,14 @@ fn bind(socket: &Path) -> Result<Option<UnixListener>> {
 
 /// Starts the daemon: the same binary with `serve`, the listener as fd 3, stdio on /dev/null, its own
 /// process group, and an OOM score one above containerd's.
-fn spawn_daemon(flags: &Flags, bundle: &Path, socket: &Path, bootstrap: &containerd::Bootstrap, idle_exit_seconds: u64, listener: UnixListener) -> Result<u32> {
+fn spawn_daemon(flags: &Flags, bundle: &Path, socket: &Path, bootstrap: &containerd::Bootstrap, config: &config::Config, listener: UnixListener) -> Result<u32> {
     let exe: PathBuf = std::env::current_exe().context("find the shim's own executable")?;
     // `start` is single-threaded here, so no other spawn can inherit fd 3 by accident.
     sys::place_for_child(listener.into(), 3).context("hand the socket to the daemon")?;
+    // Over gRPC the daemon keeps containerd's connection busy (see keepalive.rs).
+    let keepalive = bootstrap.protocol == config::Protocol::Grpc && config.grpc_keepalive;
     let child = Command::new(&exe)
-        .args(flags::for_daemon(flags, socket, bootstrap.protocol.name(), idle_exit_seconds))
+        .args(flags::for_daemon(flags, socket, bootstrap.protocol.name(), config.idle_exit_seconds, keepalive))
         .current_dir(bundle)
         .stdin(Stdio::null())
         .stdout(Stdio::null())

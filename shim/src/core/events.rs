@@ -13,6 +13,8 @@ use super::types::TaskEvent;
 pub struct EventQueue {
     tx: mpsc::UnboundedSender<(TaskEvent, SystemTime)>,
     pending: Arc<AtomicUsize>,
+    /// Parts of the shim that react to task events (besides publishing them).
+    observers: tokio::sync::broadcast::Sender<TaskEvent>,
 }
 
 pub struct EventReceiver {
@@ -23,15 +25,24 @@ pub struct EventReceiver {
 pub fn queue() -> (EventQueue, EventReceiver) {
     let (tx, rx) = mpsc::unbounded_channel();
     let pending = Arc::new(AtomicUsize::new(0));
-    (EventQueue { tx, pending: pending.clone() }, EventReceiver { rx, pending })
+    let observers = tokio::sync::broadcast::channel(64).0;
+    (EventQueue { tx, pending: pending.clone(), observers }, EventReceiver { rx, pending })
 }
 
 impl EventQueue {
     pub fn push(&self, event: TaskEvent) {
+        if self.observers.receiver_count() > 0 {
+            let _ = self.observers.send(event.clone());
+        }
         self.pending.fetch_add(1, Ordering::SeqCst);
         if self.tx.send((event, SystemTime::now())).is_err() {
             self.pending.fetch_sub(1, Ordering::SeqCst);
         }
+    }
+
+    /// Every event pushed from now on.
+    pub fn observe(&self) -> tokio::sync::broadcast::Receiver<TaskEvent> {
+        self.observers.subscribe()
     }
 
     /// Waits until every queued event was delivered, or `timeout` passed.

@@ -1,0 +1,131 @@
+//! The OCI seccomp profile compiled with libseccomp and loaded into the process about to exec.
+
+use std::str::FromStr;
+
+use libseccomp::{ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall};
+use oci_spec::runtime::{LinuxSeccomp, LinuxSeccompAction, LinuxSeccompOperator};
+
+use crate::error::{Error, Result};
+
+fn field(name: &str, reason: impl Into<String>) -> Error {
+    Error::spec(format!("linux.seccomp.{name}"), reason)
+}
+
+fn action(action: LinuxSeccompAction, errno: Option<u32>, default_errno: u32) -> Result<ScmpAction> {
+    Ok(match action {
+        LinuxSeccompAction::ScmpActKill | LinuxSeccompAction::ScmpActKillThread => ScmpAction::KillThread,
+        LinuxSeccompAction::ScmpActKillProcess => ScmpAction::KillProcess,
+        LinuxSeccompAction::ScmpActTrap => ScmpAction::Trap,
+        LinuxSeccompAction::ScmpActErrno => ScmpAction::Errno(errno.unwrap_or(default_errno) as i32),
+        LinuxSeccompAction::ScmpActTrace => ScmpAction::Trace(errno.unwrap_or(default_errno) as u16),
+        LinuxSeccompAction::ScmpActLog => ScmpAction::Log,
+        LinuxSeccompAction::ScmpActAllow => ScmpAction::Allow,
+        LinuxSeccompAction::ScmpActNotify => return Err(field("syscalls", "SCMP_ACT_NOTIFY needs a listener, which this runtime does not provide")),
+    })
+}
+
+/// The profile's name for an enum value (`SCMP_ARCH_X86_64`, `SECCOMP_FILTER_FLAG_LOG`).
+fn spec_name<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+}
+
+/// Compiles the profile. Syscalls this kernel or libseccomp does not know are skipped, as runc does.
+pub(crate) fn compile(profile: &LinuxSeccomp) -> Result<ScmpFilterContext> {
+    let libseccomp_error = |what: &str, e: libseccomp::error::SeccompError| field(what, e.to_string().to_lowercase());
+    let default_errno = profile.default_errno_ret().unwrap_or(libc::EPERM as u32);
+    let default = action(profile.default_action(), profile.default_errno_ret(), default_errno)?;
+    let mut filter = ScmpFilterContext::new(default).map_err(|e| libseccomp_error("defaultAction", e))?;
+    // The caller decides about no_new_privs; libseccomp must not set it behind our back.
+    filter.set_ctl_nnp(false).map_err(|e| libseccomp_error("defaultAction", e))?;
+    for arch in profile.architectures().iter().flatten() {
+        let name = spec_name(arch);
+        let arch = ScmpArch::from_str(&name).map_err(|_| field("architectures", format!("unknown architecture {name}")))?;
+        filter.add_arch(arch).map_err(|e| libseccomp_error("architectures", e))?;
+    }
+    for flag in profile.flags().iter().flatten() {
+        match spec_name(flag).as_str() {
+            "SECCOMP_FILTER_FLAG_TSYNC" => filter.set_ctl_tsync(true),
+            "SECCOMP_FILTER_FLAG_LOG" => filter.set_ctl_log(true),
+            "SECCOMP_FILTER_FLAG_SPEC_ALLOW" => filter.set_ctl_ssb(true),
+            "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV" => filter.set_ctl_waitkill(true),
+            other => return Err(field("flags", format!("unknown flag {other}"))),
+        }
+        .map_err(|e| libseccomp_error("flags", e))?;
+    }
+    for (i, rule) in profile.syscalls().iter().flatten().enumerate() {
+        let rule_action = action(rule.action(), rule.errno_ret(), default_errno)?;
+        if rule_action == default {
+            continue; // libseccomp refuses rules that repeat the default action
+        }
+        let comparators = rule
+            .args()
+            .iter()
+            .flatten()
+            .map(|arg| {
+                let op = match arg.op() {
+                    LinuxSeccompOperator::ScmpCmpNe => ScmpCompareOp::NotEqual,
+                    LinuxSeccompOperator::ScmpCmpLt => ScmpCompareOp::Less,
+                    LinuxSeccompOperator::ScmpCmpLe => ScmpCompareOp::LessOrEqual,
+                    LinuxSeccompOperator::ScmpCmpEq => ScmpCompareOp::Equal,
+                    LinuxSeccompOperator::ScmpCmpGe => ScmpCompareOp::GreaterEqual,
+                    LinuxSeccompOperator::ScmpCmpGt => ScmpCompareOp::Greater,
+                    LinuxSeccompOperator::ScmpCmpMaskedEq => ScmpCompareOp::MaskedEqual(arg.value()),
+                };
+                let datum = match arg.op() {
+                    LinuxSeccompOperator::ScmpCmpMaskedEq => arg.value_two().unwrap_or(0),
+                    _ => arg.value(),
+                };
+                ScmpArgCompare::new(arg.index() as u32, op, datum)
+            })
+            .collect::<Vec<_>>();
+        for name in rule.names() {
+            let Ok(syscall) = ScmpSyscall::from_name(name) else {
+                tracing::debug!(syscall = %name, "seccomp: unknown syscall skipped");
+                continue;
+            };
+            let added = if comparators.is_empty() {
+                filter.add_rule(rule_action, syscall)
+            } else {
+                filter.add_rule_conditional(rule_action, syscall, &comparators)
+            };
+            added.map_err(|e| libseccomp_error(&format!("syscalls[{i}] ({name})"), e))?;
+        }
+    }
+    Ok(filter)
+}
+
+/// Loads a compiled filter into this process (and its future children).
+pub(crate) fn load(filter: &ScmpFilterContext) -> Result<()> {
+    filter.load().map_err(|e| Error::io("load the seccomp filter", std::io::Error::other(e.to_string().to_lowercase())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn profile(json: &str) -> LinuxSeccomp {
+        serde_json::from_str(json).unwrap()
+    }
+
+    #[test]
+    fn compiles_actions_arguments_and_flags() {
+        let p = profile(
+            r#"{"defaultAction":"SCMP_ACT_ERRNO","defaultErrnoRet":38,"architectures":["SCMP_ARCH_X86_64","SCMP_ARCH_X86"],
+                "flags":["SECCOMP_FILTER_FLAG_LOG"],
+                "syscalls":[{"names":["read","write","no_such_syscall_xyz"],"action":"SCMP_ACT_ALLOW"},
+                            {"names":["personality"],"action":"SCMP_ACT_ALLOW","args":[{"index":0,"value":8,"op":"SCMP_CMP_EQ"}]},
+                            {"names":["mkdir"],"action":"SCMP_ACT_ERRNO","errnoRet":13}]}"#,
+        );
+        let filter = compile(&p).unwrap();
+        assert_eq!(filter.get_act_default().unwrap(), ScmpAction::Errno(38));
+        assert!(filter.get_ctl_log().unwrap());
+        assert!(!filter.get_ctl_nnp().unwrap());
+    }
+
+    #[test]
+    fn notify_is_refused_with_the_field() {
+        let p = profile(r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mount"],"action":"SCMP_ACT_NOTIFY"}]}"#);
+        let err = compile(&p).err().unwrap().to_string();
+        assert!(err.contains("linux.seccomp.syscalls") && err.contains("NOTIFY"), "{err}");
+    }
+}
