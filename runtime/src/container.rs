@@ -12,12 +12,12 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use nix::fcntl::{open, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::stat::Mode;
-use oci_spec::runtime::{LinuxNamespaceType, Process, Spec};
+use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Process, Spec};
 
 use crate::cgroups::{self, Cgroup};
 use crate::error::{Context, Error, Result};
 use crate::mounts::{mount_rootfs, unmount_recursive, RootfsMount};
-use crate::process::channel::{Channel, Report};
+use crate::process::channel::{Channel, Directive, Report};
 use crate::process::init::InitPlan;
 use crate::process::exec::{ExecPlan, JOIN_ORDER};
 use crate::process::{spawn, HELPER_ARG, MODE_EXEC, MODE_INIT};
@@ -196,7 +196,7 @@ impl Container {
         // The container's seccomp profile confines its exec'd processes too.
         let seccomp = spec::load(&self.state.bundle).ok().and_then(|s| s.linux().as_ref().and_then(|l| l.seccomp().clone()));
         let plan = ExecPlan { process, seccomp, namespaces: names };
-        let helper = Helper { mode: MODE_EXEC, stdio: &stdio, cgroup: self.state.cgroup.as_ref(), oom_score_adj };
+        let helper = Helper { mode: MODE_EXEC, stdio: &stdio, cgroup: self.state.cgroup.as_ref(), oom_score_adj, id_maps: None };
         let mut pids = Vec::new();
         match helper.run(runtime, &plan, &raw, &mut pids) {
             Ok((started, _)) => Ok(started),
@@ -238,6 +238,13 @@ impl Container {
         }
         crate::sys::send_signal(self.state.pid, signal)
             .map_err(|e| Error::io(format!("container {}: signal {signal} to pid {}", self.state.id, self.state.pid), e))
+    }
+
+    /// Whether the container's cgroup is frozen.
+    pub fn is_paused(&self) -> bool {
+        self.state.cgroup.as_ref().and_then(|c| c.dir_of("freezer")).is_some_and(|dir| {
+            fs::read_to_string(dir.join("freezer.state")).is_ok_and(|s| s.trim() == "FROZEN")
+        })
     }
 
     fn cgroup_or_error(&self) -> Result<&Cgroup> {
@@ -388,7 +395,14 @@ fn create_in(runtime: &Runtime, spec: &Spec, options: &CreateOptions<'_>, undo: 
 
     let plan = InitPlan { spec: spec.clone(), rootfs: rootfs.clone(), exec_fifo, cgroup: cgroup.clone() };
     let oom_score_adj = spec.process().as_ref().and_then(|p| p.oom_score_adj());
-    let helper = Helper { mode: MODE_INIT, stdio: &options.stdio, cgroup: cgroup.as_ref(), oom_score_adj };
+    let id_maps = IdMaps::of(spec);
+    if let Some(maps) = id_maps {
+        // The init waits on the fifo as the container's root: let that user open it.
+        let owner = |maps: &[LinuxIdMapping]| IdMaps::host_root(maps);
+        nix::unistd::chown(&plan.exec_fifo, owner(maps.uid).map(nix::unistd::Uid::from_raw), owner(maps.gid).map(nix::unistd::Gid::from_raw))
+            .context(|| format!("chown {} to the container's root", plan.exec_fifo.display()))?;
+    }
+    let helper = Helper { mode: MODE_INIT, stdio: &options.stdio, cgroup: cgroup.as_ref(), oom_score_adj, id_maps };
     let (started, control) = helper.run(runtime, &plan, &[], &mut undo.pids).map_err(|e| match e {
         Error::Init(reason) if reason.is_empty() => Error::Init(format!("container {id}: the init exited during setup")),
         other => other,
@@ -419,6 +433,37 @@ struct Helper<'a> {
     stdio: &'a Stdio,
     cgroup: Option<&'a Cgroup>,
     oom_score_adj: Option<i32>,
+    /// uid and gid maps for a user namespace the helper creates.
+    id_maps: Option<IdMaps<'a>>,
+}
+
+#[derive(Clone, Copy)]
+struct IdMaps<'a> {
+    uid: &'a [LinuxIdMapping],
+    gid: &'a [LinuxIdMapping],
+}
+
+impl IdMaps<'_> {
+    fn of(spec: &Spec) -> Option<IdMaps<'_>> {
+        let linux = spec.linux().as_ref()?;
+        spec::namespace(spec, LinuxNamespaceType::User).filter(Option::is_none)?;
+        Some(IdMaps { uid: linux.uid_mappings().as_deref().unwrap_or(&[]), gid: linux.gid_mappings().as_deref().unwrap_or(&[]) })
+    }
+
+    /// Writes `/proc/<pid>/uid_map` and `gid_map`.
+    fn write(&self, pid: u32) -> Result<()> {
+        for (file, maps) in [("uid_map", self.uid), ("gid_map", self.gid)] {
+            let text: String = maps.iter().map(|m| format!("{} {} {}\n", m.container_id(), m.host_id(), m.size())).collect();
+            let path = format!("/proc/{pid}/{file}");
+            fs::write(&path, &text).context(|| format!("linux.{}Mappings: write {text:?} to {path}", &file[..3]))?;
+        }
+        Ok(())
+    }
+
+    /// The host id that container id 0 maps to.
+    fn host_root(maps: &[LinuxIdMapping]) -> Option<u32> {
+        maps.iter().find(|m| m.container_id() == 0).map(|m| m.host_id())
+    }
 }
 
 /// What a helper reported: the pid of the process it became (or forked), and a terminal master.
@@ -456,6 +501,11 @@ impl Helper<'_> {
                 }
                 Some((Report::Console, mut received)) => {
                     started.console = Some(received.pop().ok_or_else(|| Error::Init("the terminal did not arrive".into()))?);
+                }
+                Some((Report::MapIds, _)) => {
+                    let maps = self.id_maps.ok_or_else(|| Error::Init("the helper asked for id maps nobody planned".into()))?;
+                    maps.write(helper_pid)?;
+                    control.send(&Directive::Continue).context(|| "let the helper go on".into())?;
                 }
                 Some((Report::Ready, _)) => return Ok((started, control)),
                 Some((Report::Failed(reason), _)) => return Err(Error::Init(reason)),

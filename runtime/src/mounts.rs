@@ -151,7 +151,13 @@ pub fn mount_with_options<T: MountTarget + ?Sized>(kind: &str, source: &str, tar
         if !parsed.bind_remount_flags.is_empty() {
             let (path, _keep) = target.resolve()?;
             let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | parsed.bind_remount_flags;
-            mount(None::<&str>, &path, None::<&str>, flags, None::<&str>).context(what)?;
+            match mount(None::<&str>, &path, None::<&str>, flags, None::<&str>) {
+                // In a user namespace the source's nosuid/nodev/noexec/atime flags are locked: keep them.
+                Err(nix::errno::Errno::EPERM) => {
+                    mount(None::<&str>, &path, None::<&str>, flags | locked_flags(&path), None::<&str>).context(what)?
+                }
+                other => other.context(what)?,
+            }
         }
     } else {
         let data = parsed.data_string();
@@ -169,6 +175,25 @@ pub fn mount_with_options<T: MountTarget + ?Sized>(kind: &str, source: &str, tar
         mount(None::<&str>, &path, None::<&str>, parsed.propagation, None::<&str>).context(what)?;
     }
     Ok(())
+}
+
+/// The flags of the mount at `path` that an unprivileged remount may not clear.
+fn locked_flags(path: &Path) -> MsFlags {
+    use nix::sys::statvfs::{statvfs, FsFlags};
+    let Ok(stat) = statvfs(path) else { return MsFlags::empty() };
+    let flags = stat.flags();
+    [
+        (FsFlags::ST_RDONLY, MsFlags::MS_RDONLY),
+        (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+        (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+    ]
+    .iter()
+    .filter(|(st, _)| flags.contains(*st))
+    .fold(MsFlags::empty(), |all, (_, ms)| all | *ms)
 }
 
 fn page_size() -> usize {

@@ -73,6 +73,21 @@ pub fn validate(spec: &Spec) -> Result<()> {
             }
         }
     }
+    let has_maps = linux.is_some_and(|l| l.uid_mappings().as_ref().is_some_and(|m| !m.is_empty()) || l.gid_mappings().as_ref().is_some_and(|m| !m.is_empty()));
+    match namespace(spec, LinuxNamespaceType::User) {
+        Some(None) => {
+            let complete = linux.is_some_and(|l| {
+                l.uid_mappings().as_ref().is_some_and(|m| m.iter().any(|m| m.container_id() == 0))
+                    && l.gid_mappings().as_ref().is_some_and(|m| m.iter().any(|m| m.container_id() == 0))
+            });
+            if !complete {
+                return Err(Error::spec("linux.uidMappings", "a new user namespace needs uid and gid mappings that map the container's root (id 0)"));
+            }
+        }
+        Some(Some(_)) if has_maps => return Err(Error::spec("linux.uidMappings", "mappings cannot be given for a user namespace joined by path")),
+        None if has_maps => return Err(Error::spec("linux.uidMappings", "mappings need a user namespace")),
+        _ => {}
+    }
     let private_uts = namespace(spec, LinuxNamespaceType::Uts).is_some();
     if spec.hostname().as_deref().is_some_and(|h| !h.is_empty()) && !private_uts {
         return Err(Error::spec("hostname", "setting a hostname needs a uts namespace"));

@@ -1,42 +1,86 @@
-//! `myshim-runc`: a runc-compatible command line over the runtime library.
+//! `myshim-runc`: runc's command line over the myshim runtime library, so that tools which drive runc
+//! (containerd's `io.containerd.runc.v2` shim, OCI conformance suites) can drive this runtime.
+//!
+//! Global flags: `--root`, `--log`, `--log-format text|json`, `--debug` (and runc's `--systemd-cgroup`,
+//! refused: this runtime drives cgroupfs). Verbs: create, start, run, state, kill, delete, exec, ps,
+//! pause, resume, update, features.
 
-use std::path::PathBuf;
+use std::fs;
+use std::io::{Read, Write};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use anyhow::{bail, Context, Result};
-use myshim_runtime::{state, sys, Container, CreateOptions, Runtime, Stdio};
+use anyhow::{anyhow, bail, Context, Result};
+use myshim_runtime::{spec, state, sys, Container, CreateOptions, Runtime, Stdio};
 
 const DEFAULT_ROOT: &str = "/run/myshim-runc";
 
-struct Global {
-    root: PathBuf,
-}
-
 fn main() -> ExitCode {
     myshim_runtime::run_helper_if_requested();
-    match run(std::env::args().skip(1).collect()) {
+    let mut args = Args { items: std::env::args().skip(1).collect() };
+    let global = Global::parse(&mut args);
+    match run(&global, args) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
+            global.log_error(&format!("{e:#}"));
             eprintln!("myshim-runc: {e:#}");
             ExitCode::from(1)
         }
     }
 }
 
-/// Splits `--flag value`, `--flag=value` and positional arguments.
+/// Flags before the verb.
+struct Global {
+    root: PathBuf,
+    log: Option<PathBuf>,
+    json_log: bool,
+    systemd_cgroup: bool,
+}
+
+impl Global {
+    fn parse(args: &mut Args) -> Global {
+        let root = args.flag(&["--root"]).map(PathBuf::from).unwrap_or_else(|| DEFAULT_ROOT.into());
+        let log = args.flag(&["--log"]).map(PathBuf::from);
+        let json_log = args.flag(&["--log-format"]).as_deref() == Some("json");
+        let systemd_cgroup = args.switch(&["--systemd-cgroup"]);
+        args.switch(&["--debug"]);
+        args.switch(&["--rootless"]);
+        Global { root, log, json_log, systemd_cgroup }
+    }
+
+    /// Errors go to `--log` as runc writes them (containerd's runc shim reads the last one from there).
+    fn log_error(&self, message: &str) {
+        let Some(path) = &self.log else { return };
+        let Ok(mut file) = fs::OpenOptions::new().create(true).append(true).open(path) else { return };
+        let line = if self.json_log {
+            serde_json::json!({ "level": "error", "msg": message, "time": rfc3339(std::time::SystemTime::now()) }).to_string()
+        } else {
+            format!("level=error msg={message:?}")
+        };
+        let _ = writeln!(file, "{line}");
+    }
+}
+
+/// The remaining arguments: `--flag value`, `--flag=value`, switches and positionals.
 struct Args {
     items: Vec<String>,
 }
 
 impl Args {
     fn flag(&mut self, names: &[&str]) -> Option<String> {
-        let i = self.items.iter().position(|a| names.iter().any(|n| a == n || a.starts_with(&format!("{n}="))))?;
+        let verb_end = self.items.iter().position(|a| a == "--").unwrap_or(self.items.len());
+        let i = self.items[..verb_end].iter().position(|a| names.iter().any(|n| a == n || a.starts_with(&format!("{n}="))))?;
         let item = self.items.remove(i);
         match item.split_once('=') {
             Some((_, value)) => Some(value.to_owned()),
             None if i < self.items.len() => Some(self.items.remove(i)),
             None => None,
         }
+    }
+
+    fn flags(&mut self, names: &[&str]) -> Vec<String> {
+        std::iter::from_fn(|| self.flag(names)).collect()
     }
 
     fn switch(&mut self, names: &[&str]) -> bool {
@@ -49,97 +93,246 @@ impl Args {
         }
     }
 
+    /// The next positional argument (skipping a `--` separator).
     fn positional(&mut self, what: &str) -> Result<String> {
-        match self.items.iter().position(|a| !a.starts_with('-')) {
+        if self.items.first().is_some_and(|a| a == "--") {
+            self.items.remove(0);
+        }
+        match self.items.iter().position(|a| !a.starts_with('-') || a == "-") {
             Some(i) => Ok(self.items.remove(i)),
             None => bail!("missing {what}"),
         }
     }
+
+    /// Everything left, in order (the command of `exec`).
+    fn rest(self) -> Vec<String> {
+        self.items.into_iter().skip_while(|a| a == "--").collect()
+    }
 }
 
-fn run(argv: Vec<String>) -> Result<u8> {
-    let mut args = Args { items: argv };
-    let global = Global { root: args.flag(&["--root"]).unwrap_or_else(|| DEFAULT_ROOT.into()).into() };
-    let verb = args.positional("command (create, start, state, kill, delete, run)")?;
+fn run(global: &Global, mut args: Args) -> Result<u8> {
+    if global.systemd_cgroup {
+        bail!("--systemd-cgroup: this runtime manages cgroups through cgroupfs only");
+    }
+    let verb = args.positional("a command (create, start, run, state, kill, delete, exec, ps, pause, resume, update, features)")?;
     match verb.as_str() {
         "create" => {
+            let options = CreateFlags::parse(&mut args)?;
             let id = args.positional("container id")?;
-            let bundle = bundle(&mut args)?;
-            create(&global, &id, bundle)?;
+            create(global, &id, &options)?;
             Ok(0)
         }
         "start" => {
             let id = args.positional("container id")?;
-            load(&global, &id)?.start()?;
+            load(global, &id)?.start()?;
             Ok(0)
         }
         "run" => {
+            let options = CreateFlags::parse(&mut args)?;
+            let detach = args.switch(&["--detach", "-d"]);
             let id = args.positional("container id")?;
-            let bundle = bundle(&mut args)?;
-            sys::become_child_subreaper()?;
-            let mut container = create(&global, &id, bundle)?;
+            if !detach {
+                sys::become_child_subreaper()?;
+            }
+            let mut container = create(global, &id, &options)?;
             container.start()?;
+            if detach {
+                return Ok(0);
+            }
             let code = sys::wait_for_exit(container.pid()).context("wait for the container")?;
             container.destroy()?;
             Ok(code as u8)
         }
         "state" => {
             let id = args.positional("container id")?;
-            let container = load(&global, &id)?;
-            let s = container.state();
-            let status = if container.is_created() {
-                "created"
-            } else if s.init_is_alive() {
-                "running"
-            } else {
-                "stopped"
-            };
-            let json = serde_json::json!({
-                "ociVersion": "1.2.0",
-                "id": s.id,
-                "status": status,
-                "pid": if status == "stopped" { 0 } else { s.pid },
-                "bundle": s.bundle,
-                "annotations": s.annotations,
-            });
-            println!("{}", serde_json::to_string_pretty(&json)?);
+            println!("{}", serde_json::to_string_pretty(&oci_state(&load(global, &id)?))?);
             Ok(0)
         }
         "kill" => {
             let all = args.switch(&["--all", "-a"]);
             let id = args.positional("container id")?;
             let signal = args.positional("signal").unwrap_or_else(|_| "SIGTERM".into());
-            load(&global, &id)?.signal(parse_signal(&signal)?, all)?;
+            load(global, &id)?.signal(parse_signal(&signal)?, all)?;
             Ok(0)
         }
         "delete" => {
             let force = args.switch(&["--force", "-f"]);
             let id = args.positional("container id")?;
-            let container = load(&global, &id)?;
-            if container.state().init_is_alive() && !container.is_created() && !force {
-                bail!("container {id} is running: stop it first or use --force");
+            let dir = state::dir_in_root(&global.root, &id)?;
+            if !dir.exists() {
+                if force {
+                    return Ok(0);
+                }
+                bail!("container {id} does not exist");
+            }
+            let container = Container::load(&dir)?;
+            let status = status_of(&container);
+            if matches!(status, "running" | "paused") && !force {
+                bail!("cannot delete container {id} that is not stopped: {status}");
             }
             container.destroy()?;
+            Ok(0)
+        }
+        "exec" => exec(global, args),
+        "ps" => {
+            let json = args.flag(&["--format", "-f"]).as_deref() == Some("json");
+            let id = args.positional("container id")?;
+            let pids = load(global, &id)?.processes();
+            if json {
+                println!("{}", serde_json::to_string(&pids)?);
+            } else {
+                println!("PID");
+                for pid in pids {
+                    println!("{pid}");
+                }
+            }
+            Ok(0)
+        }
+        "pause" | "resume" => {
+            let id = args.positional("container id")?;
+            load(global, &id)?.set_paused(verb == "pause")?;
+            Ok(0)
+        }
+        "update" => {
+            let resources = args.flag(&["--resources", "-r"]);
+            let id = args.positional("container id")?;
+            let text = match resources.as_deref() {
+                None | Some("-") => {
+                    let mut text = String::new();
+                    std::io::stdin().read_to_string(&mut text)?;
+                    text
+                }
+                Some(path) => fs::read_to_string(path).with_context(|| format!("read {path}"))?,
+            };
+            let resources: oci_spec::runtime::LinuxResources = serde_json::from_str(&text).context("parse the resources (LinuxResources JSON)")?;
+            load(global, &id)?.update(&resources)?;
+            Ok(0)
+        }
+        "features" => {
+            println!("{}", serde_json::to_string_pretty(&myshim_runtime::features::document())?);
             Ok(0)
         }
         other => bail!("unknown command {other:?}"),
     }
 }
 
-fn bundle(args: &mut Args) -> Result<PathBuf> {
-    let bundle = args.flag(&["--bundle", "-b"]).map(PathBuf::from).unwrap_or(std::env::current_dir()?);
-    Ok(std::fs::canonicalize(&bundle).with_context(|| format!("bundle {}", bundle.display()))?)
+/// Flags shared by create and run.
+struct CreateFlags {
+    bundle: PathBuf,
+    pid_file: Option<PathBuf>,
+    console_socket: Option<PathBuf>,
 }
 
-fn create(global: &Global, id: &str, bundle: PathBuf) -> Result<Container> {
-    std::fs::create_dir_all(&global.root).with_context(|| format!("create root {}", global.root.display()))?;
-    let stdio = Stdio {
-        stdin: std::io::stdin().as_fd_owned()?,
-        stdout: std::io::stdout().as_fd_owned()?,
-        stderr: std::io::stderr().as_fd_owned()?,
+impl CreateFlags {
+    fn parse(args: &mut Args) -> Result<CreateFlags> {
+        let bundle = args.flag(&["--bundle", "-b"]).map(PathBuf::from).unwrap_or(std::env::current_dir()?);
+        let bundle = fs::canonicalize(&bundle).with_context(|| format!("bundle {}", bundle.display()))?;
+        let pid_file = args.flag(&["--pid-file"]).map(PathBuf::from);
+        let console_socket = args.flag(&["--console-socket"]).map(PathBuf::from);
+        // runc's --no-pivot would chroot: this runtime always pivots, so the flag is accepted and has no effect.
+        args.switch(&["--no-pivot"]);
+        args.switch(&["--no-new-keyring"]);
+        args.flag(&["--preserve-fds"]);
+        Ok(CreateFlags { bundle, pid_file, console_socket })
+    }
+}
+
+fn own_stdio() -> Result<Stdio> {
+    Ok(Stdio {
+        stdin: std::io::stdin().as_fd().try_clone_to_owned()?,
+        stdout: std::io::stdout().as_fd().try_clone_to_owned()?,
+        stderr: std::io::stderr().as_fd().try_clone_to_owned()?,
+    })
+}
+
+fn create(global: &Global, id: &str, flags: &CreateFlags) -> Result<Container> {
+    fs::create_dir_all(&global.root).with_context(|| format!("create root {}", global.root.display()))?;
+    let options = CreateOptions { id, bundle: &flags.bundle, state_dir: state::dir_in_root(&global.root, id)?, rootfs_mounts: &[], stdio: own_stdio()? };
+    let mut container = Container::create(&Runtime::default(), options)?;
+    finish_spawn(container.pid(), container.take_console(), flags.pid_file.as_deref(), flags.console_socket.as_deref())?;
+    Ok(container)
+}
+
+/// Writes the pid file and hands a terminal's master to the console socket.
+fn finish_spawn(pid: u32, console: Option<OwnedFd>, pid_file: Option<&Path>, console_socket: Option<&Path>) -> Result<()> {
+    match (console, console_socket) {
+        (Some(master), Some(socket)) => send_console(&master, socket)?,
+        (Some(_), None) => bail!("process.terminal is set but no --console-socket was given"),
+        (None, _) => {}
+    }
+    if let Some(path) = pid_file {
+        let temporary = path.with_extension("tmp");
+        fs::write(&temporary, pid.to_string()).with_context(|| format!("write {}", temporary.display()))?;
+        fs::rename(&temporary, path).with_context(|| format!("write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// runc's console socket protocol: connect, send the master as SCM_RIGHTS with its name as data.
+fn send_console(master: &OwnedFd, socket: &Path) -> Result<()> {
+    use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+    let stream = std::os::unix::net::UnixStream::connect(socket).with_context(|| format!("connect to console socket {}", socket.display()))?;
+    let fds = [master.as_raw_fd()];
+    let name = b"/dev/ptmx";
+    sendmsg::<()>(stream.as_raw_fd(), &[std::io::IoSlice::new(name)], &[ControlMessage::ScmRights(&fds)], MsgFlags::empty(), None)
+        .with_context(|| format!("send the terminal to {}", socket.display()))?;
+    Ok(())
+}
+
+fn exec(global: &Global, mut args: Args) -> Result<u8> {
+    let process_file = args.flag(&["--process", "-p"]);
+    let detach = args.switch(&["--detach", "-d"]);
+    let tty = args.switch(&["--tty", "-t"]);
+    let pid_file = args.flag(&["--pid-file"]).map(PathBuf::from);
+    let console_socket = args.flag(&["--console-socket"]).map(PathBuf::from);
+    let cwd = args.flag(&["--cwd"]);
+    let env = args.flags(&["--env", "-e"]);
+    let user = args.flag(&["--user", "-u"]);
+    let id = args.positional("container id")?;
+    let container = load(global, &id)?;
+
+    let process: oci_spec::runtime::Process = match process_file {
+        Some(path) => {
+            let text = fs::read(&path).with_context(|| format!("read {path}"))?;
+            serde_json::from_slice(&text).with_context(|| format!("parse {path} (an OCI process)"))?
+        }
+        None => {
+            let command = args.rest();
+            if command.is_empty() {
+                bail!("exec needs --process or a command");
+            }
+            // Like runc: the container's own process settings, with this command.
+            let spec = spec::load(&container.state().bundle)?;
+            let mut process = spec.process().clone().ok_or_else(|| anyhow!("the container's spec has no process"))?;
+            process.set_args(Some(command));
+            process.set_terminal(Some(tty));
+            if let Some(cwd) = cwd {
+                process.set_cwd(cwd.into());
+            }
+            if !env.is_empty() {
+                let mut all = process.env().clone().unwrap_or_default();
+                all.extend(env);
+                process.set_env(Some(all));
+            }
+            if let Some(user) = user {
+                let (uid, gid) = user.split_once(':').unwrap_or((&user, "0"));
+                let mut identity = process.user().clone();
+                identity.set_uid(uid.parse().context("--user uid")?);
+                identity.set_gid(gid.parse().context("--user gid")?);
+                process.set_user(identity);
+            }
+            process
+        }
     };
-    let options = CreateOptions { id, bundle: &bundle, state_dir: state::dir_in_root(&global.root, id)?, rootfs_mounts: &[], stdio };
-    Ok(Container::create(&Runtime::default(), options)?)
+    if !detach {
+        sys::become_child_subreaper()?;
+    }
+    let started = container.exec(&Runtime::default(), process, own_stdio()?)?;
+    finish_spawn(started.pid, started.console, pid_file.as_deref(), console_socket.as_deref())?;
+    if detach {
+        return Ok(0);
+    }
+    Ok(sys::wait_for_exit(started.pid).context("wait for the process")? as u8)
 }
 
 fn load(global: &Global, id: &str) -> Result<Container> {
@@ -148,6 +341,35 @@ fn load(global: &Global, id: &str) -> Result<Container> {
         bail!("container {id} does not exist");
     }
     Ok(Container::load(&dir)?)
+}
+
+fn status_of(container: &Container) -> &'static str {
+    if container.is_created() {
+        "created"
+    } else if !container.state().init_is_alive() {
+        "stopped"
+    } else if container.is_paused() {
+        "paused"
+    } else {
+        "running"
+    }
+}
+
+/// The OCI state document.
+fn oci_state(container: &Container) -> serde_json::Value {
+    let s = container.state();
+    let status = status_of(container);
+    serde_json::json!({
+        "ociVersion": myshim_runtime::features::OCI_VERSION_MAX,
+        "id": s.id,
+        "status": status,
+        "pid": if status == "stopped" { 0 } else { s.pid },
+        "bundle": s.bundle,
+        "rootfs": s.rootfs,
+        "created": rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(s.created)),
+        "owner": "",
+        "annotations": s.annotations,
+    })
 }
 
 fn parse_signal(text: &str) -> Result<u32> {
@@ -160,12 +382,26 @@ fn parse_signal(text: &str) -> Result<u32> {
     Ok(signal as u32)
 }
 
-trait DupOwned {
-    fn as_fd_owned(&self) -> std::io::Result<std::os::fd::OwnedFd>;
-}
-
-impl<T: std::os::fd::AsFd> DupOwned for T {
-    fn as_fd_owned(&self) -> std::io::Result<std::os::fd::OwnedFd> {
-        self.as_fd().try_clone_to_owned()
-    }
+/// A UTC time as RFC 3339 (what Go's time parser expects in `state` and logs).
+fn rfc3339(time: std::time::SystemTime) -> String {
+    let since = time.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs() as i64;
+    let (days, rest) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60,
+        since.subsec_nanos()
+    )
 }

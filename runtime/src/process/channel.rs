@@ -25,8 +25,18 @@ pub(crate) enum Report {
     Ready,
     /// The terminal's master follows as a descriptor with this message.
     Console,
+    /// The helper created a user namespace: the runtime must write its uid and gid maps, then send
+    /// [`Directive::Continue`].
+    MapIds,
     /// Setup or exec failed; the text says why.
     Failed(String),
+}
+
+/// What the runtime tells a helper after the plan.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub(crate) enum Directive {
+    Continue,
 }
 
 pub(crate) struct Channel {

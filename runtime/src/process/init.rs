@@ -15,10 +15,11 @@ use std::path::PathBuf;
 use nix::fcntl::{open, OFlag};
 use nix::sched::{setns, unshare, CloneFlags};
 use nix::sys::stat::Mode;
+use nix::unistd::{Gid, Uid};
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use serde::{Deserialize, Serialize};
 
-use super::channel::{Channel, Report};
+use super::channel::{Channel, Directive, Report};
 use super::launch::{attach_terminal, exec_program, find_program, Never};
 use super::security::Confinement;
 use super::{clone_flag, fork_into_pid_namespace};
@@ -66,34 +67,64 @@ pub(crate) fn run(channel: &mut Channel) -> Result<Never> {
     exec_program(process, &program, &Confinement::of(spec))
 }
 
-/// Joins namespaces given by path, unshares the new ones, and forks into a changed pid namespace. On
-/// return this process is the container's init.
+/// Enters the container's namespaces: the user namespace first (joined, or created and mapped by the
+/// runtime), then the others named by path, then the new ones; time offsets are set before the fork
+/// that a new pid or time namespace needs. On return this process is the container's init.
 fn enter_namespaces(spec: &Spec, channel: &mut Channel) -> Result<()> {
     use LinuxNamespaceType::*;
     let namespaces = spec.linux().as_ref().and_then(|l| l.namespaces().clone()).unwrap_or_default();
-    let mut new = CloneFlags::empty();
-    let mut pid_changes = false;
-    // Join by path first (a pod's network namespace, say), then create the rest.
-    for ns in &namespaces {
-        let flag = clone_flag(ns.typ())?;
-        match ns.path() {
-            Some(path) => {
-                let file = File::open(path).context(|| format!("linux.namespaces: open {} namespace {}", ns.typ(), path.display()))?;
-                setns(file.as_fd(), flag).context(|| format!("linux.namespaces: join {} namespace {}", ns.typ(), path.display()))?;
-                pid_changes |= ns.typ() == Pid;
-            }
-            None if ns.typ() == User => {
-                return Err(Error::Unsupported("linux.namespaces: user namespaces are not supported yet".into()));
-            }
+    if let Some(user) = namespaces.iter().find(|ns| ns.typ() == User) {
+        match user.path() {
+            Some(path) => join(User, path)?,
             None => {
-                new |= flag;
-                pid_changes |= ns.typ() == Pid;
+                unshare(CloneFlags::CLONE_NEWUSER).context(|| "linux.namespaces: create a user namespace".into())?;
+                channel.send(&Report::MapIds).context(|| "ask for uid and gid maps".into())?;
+                match channel.receive::<Directive>(None).context(|| "wait for uid and gid maps".into())? {
+                    Some((Directive::Continue, _)) => {}
+                    None => return Err(Error::Init("the runtime went away while writing uid and gid maps".into())),
+                }
             }
         }
+        // Root of the new namespace, with all its capabilities there.
+        nix::unistd::setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0)).context(|| "become root in the user namespace (gid)".into())?;
+        nix::unistd::setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0)).context(|| "become root in the user namespace (uid)".into())?;
+    }
+    let mut new = CloneFlags::empty();
+    let mut fork_needed = false;
+    for ns in namespaces.iter().filter(|ns| ns.typ() != User) {
+        match ns.path() {
+            Some(path) => join(ns.typ(), path)?,
+            None => new |= clone_flag(ns.typ())?,
+        }
+        fork_needed |= matches!(ns.typ(), Pid | Time);
     }
     unshare(new).context(|| format!("unshare namespaces {new:?}"))?;
-    if pid_changes {
+    if new.contains(CloneFlags::from_bits_retain(libc::CLONE_NEWTIME)) {
+        set_time_offsets(spec)?;
+    }
+    if fork_needed {
         fork_into_pid_namespace(channel)?;
+    }
+    Ok(())
+}
+
+fn join(typ: LinuxNamespaceType, path: &std::path::Path) -> Result<()> {
+    let file = File::open(path).context(|| format!("linux.namespaces: open {typ} namespace {}", path.display()))?;
+    setns(file.as_fd(), clone_flag(typ)?).context(|| format!("linux.namespaces: join {typ} namespace {}", path.display()))
+}
+
+/// `linux.timeOffsets` into the new time namespace (before any process lives in it).
+fn set_time_offsets(spec: &Spec) -> Result<()> {
+    let offsets = spec.linux().as_ref().and_then(|l| l.time_offsets().clone()).unwrap_or_default();
+    let mut text = String::new();
+    for (clock, offset) in &offsets {
+        if !matches!(clock.as_str(), "monotonic" | "boottime") {
+            return Err(Error::spec(format!("linux.timeOffsets.{clock}"), "only monotonic and boottime clocks have offsets"));
+        }
+        text.push_str(&format!("{clock} {} {}\n", offset.secs().unwrap_or(0), offset.nanosecs().unwrap_or(0)));
+    }
+    if !text.is_empty() {
+        std::fs::write("/proc/self/timens_offsets", text).context(|| "linux.timeOffsets: write /proc/self/timens_offsets".into())?;
     }
     Ok(())
 }

@@ -122,6 +122,6 @@ pub(crate) fn clone_flag(typ: LinuxNamespaceType) -> Result<CloneFlags> {
         User => CloneFlags::CLONE_NEWUSER,
         Pid => CloneFlags::CLONE_NEWPID,
         Network => CloneFlags::CLONE_NEWNET,
-        Time => return Err(Error::Unsupported("linux.namespaces: time namespaces are not supported yet".into())),
+        Time => CloneFlags::from_bits_retain(libc::CLONE_NEWTIME),
     })
 }

@@ -34,7 +34,7 @@ const DEFAULT_LINKS: &[(&str, &str)] = &[
 pub(super) fn create_defaults(root: &OwnedFd) -> Result<()> {
     let dev = ensure(root, Path::new("/dev"), Create::Directory)?;
     for &(name, major, minor) in DEFAULT_DEVICES {
-        make_node(&dev, name, SFlag::S_IFCHR, major, minor, 0o666)?;
+        make_node(&dev, name, SFlag::S_IFCHR, major, minor, 0o666, &Path::new("/dev").join(name))?;
     }
     for &(name, target) in DEFAULT_LINKS {
         match symlinkat(target, dev.as_fd(), name) {
@@ -60,7 +60,7 @@ pub(super) fn create_from_spec(root: &OwnedFd, devices: &[LinuxDevice]) -> Resul
             LinuxDeviceType::A => return Err(Error::spec(format!("linux.devices {}", path.display()), "type \"a\" is not a device type")),
         };
         let mode = device.file_mode().unwrap_or(0o666);
-        make_node(&dir, &name.to_string_lossy(), kind, device.major() as u64, device.minor() as u64, mode)?;
+        make_node(&dir, &name.to_string_lossy(), kind, device.major() as u64, device.minor() as u64, mode, path)?;
         let (uid, gid) = (device.uid().unwrap_or(0), device.gid().unwrap_or(0));
         nix::unistd::fchownat(dir.as_fd(), name, Some(uid.into()), Some(gid.into()), nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW)
             .map_err(|e| Error::io(format!("chown {}", path.display()), e))?;
@@ -68,10 +68,19 @@ pub(super) fn create_from_spec(root: &OwnedFd, devices: &[LinuxDevice]) -> Resul
     Ok(())
 }
 
-fn make_node(dir: &OwnedFd, name: &str, kind: SFlag, major: u64, minor: u64, mode: u32) -> Result<()> {
+/// Creates a device node; where that is not allowed (in a user namespace) the host's node at
+/// `host_path` is bind-mounted onto an empty file instead, as runc does.
+fn make_node(dir: &OwnedFd, name: &str, kind: SFlag, major: u64, minor: u64, mode: u32, host_path: &Path) -> Result<()> {
     match mknodat(dir.as_fd(), name, kind, Mode::from_bits_truncate(mode), makedev(major, minor)) {
-        Ok(()) => Ok(()),
-        Err(Errno::EEXIST) => Ok(()),
+        Ok(()) | Err(Errno::EEXIST) => Ok(()),
+        Err(Errno::EPERM) => bind_host_node(dir, name, host_path),
         Err(e) => Err(Error::io(format!("create device node {name} ({major}:{minor})"), e)),
     }
+}
+
+fn bind_host_node(dir: &OwnedFd, name: &str, host_path: &Path) -> Result<()> {
+    let what = || format!("bind the host's {} onto /dev/{name}", host_path.display());
+    let target = nix::fcntl::openat(dir.as_fd(), name, nix::fcntl::OFlag::O_CREAT | nix::fcntl::OFlag::O_WRONLY | nix::fcntl::OFlag::O_NOFOLLOW | nix::fcntl::OFlag::O_CLOEXEC, Mode::from_bits_truncate(0o600))
+        .map_err(|e| Error::io(what(), e))?;
+    nix::mount::mount(Some(host_path), &super::resolve::fd_path(&target), None::<&str>, nix::mount::MsFlags::MS_BIND, None::<&str>).map_err(|e| Error::io(what(), e))
 }
