@@ -242,9 +242,7 @@ impl Container {
 
     /// Whether the container's cgroup is frozen.
     pub fn is_paused(&self) -> bool {
-        self.state.cgroup.as_ref().and_then(|c| c.dir_of("freezer")).is_some_and(|dir| {
-            fs::read_to_string(dir.join("freezer.state")).is_ok_and(|s| s.trim() == "FROZEN")
-        })
+        self.state.cgroup.as_ref().is_some_and(Cgroup::is_frozen)
     }
 
     fn cgroup_or_error(&self) -> Result<&Cgroup> {
@@ -258,18 +256,18 @@ impl Container {
 
     /// Applies new resource limits to the container's cgroup.
     pub fn update(&self, resources: &oci_spec::runtime::LinuxResources) -> Result<()> {
-        cgroups::v1::apply(self.cgroup_or_error()?, resources)
+        self.cgroup_or_error()?.apply(resources)
     }
 
     /// What the container's cgroup reports.
     pub fn stats(&self) -> Result<cgroups::stats::Stats> {
-        Ok(cgroups::stats::read(self.cgroup_or_error()?))
+        Ok(self.cgroup_or_error()?.stats())
     }
 
-    /// An eventfd readable on every OOM in the container (None without a memory controller).
-    pub fn oom_notifier(&self) -> Result<Option<OwnedFd>> {
-        match self.state.cgroup.as_ref().and_then(|c| c.dir_of("memory")) {
-            Some(dir) => cgroups::v1::oom_eventfd(dir).map(Some),
+    /// A watch on the container's OOM kills (None without a memory controller).
+    pub fn oom_watch(&self) -> Result<Option<cgroups::OomWatch>> {
+        match &self.state.cgroup {
+            Some(cgroup) => cgroup.oom_watch(),
             None => Ok(None),
         }
     }
@@ -382,10 +380,10 @@ fn create_in(runtime: &Runtime, spec: &Spec, options: &CreateOptions<'_>, undo: 
     let cgroup = if cgroups::hierarchies().is_empty() {
         None
     } else {
-        let cgroup = Cgroup::create(cgroups_path.as_deref().unwrap_or(&format!("/{id}")))?;
+        let cgroup = Cgroup::create(cgroups_path.as_deref().unwrap_or(""), id)?;
         undo.cgroup = Some(cgroup.clone());
         if let Some(resources) = linux.and_then(|l| l.resources().as_ref()) {
-            cgroups::v1::apply(&cgroup, resources)?;
+            cgroup.apply(resources)?;
         }
         Some(cgroup)
     };

@@ -140,6 +140,24 @@ pub fn set_window_size(fd: std::os::fd::BorrowedFd<'_>, width: u16, height: u16)
     Ok(())
 }
 
+/// An inotify descriptor (non-blocking) that becomes readable whenever `path` is modified.
+pub fn watch_modifications(path: &std::path::Path) -> io::Result<OwnedFd> {
+    use std::os::unix::ffi::OsStrExt;
+    // SAFETY: inotify_init1 returns a new descriptor that we own.
+    let fd = unsafe { libc::inotify_init1(libc::IN_NONBLOCK | libc::IN_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just created and is owned by nobody else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(io::Error::other)?;
+    // SAFETY: the path is a valid C string for the duration of the call.
+    if unsafe { libc::inotify_add_watch(fd.as_raw_fd(), c_path.as_ptr(), libc::IN_MODIFY) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
 /// Duplicates `fd` at a number >= `min` with close-on-exec set.
 pub(crate) fn dup_above(fd: RawFd, min: RawFd) -> io::Result<OwnedFd> {
     // SAFETY: F_DUPFD_CLOEXEC returns a fresh descriptor that we own.

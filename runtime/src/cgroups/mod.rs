@@ -1,12 +1,17 @@
 //! Control groups of a container: finding the mounted hierarchies, creating the container's group in
-//! each of them, moving processes in, listing and signalling its processes, and removing it.
+//! each of them, moving processes in, limiting, freezing, signalling and measuring them, and removing
+//! the group.
 //!
-//! On a cgroup v1 (or hybrid) host the container gets a directory in every mounted hierarchy (named
-//! ones like `name=systemd` included, and the unified hierarchy of a hybrid host), so that it is fully
-//! accounted and fully removed. Resource limits are written by [`v1`].
+//! One resource model over both cgroup versions: on a v1 (or hybrid) host the container gets a
+//! directory in every mounted hierarchy (named ones like `name=systemd` and the hybrid unified
+//! hierarchy included), and each resource is written by the controller that owns it ([`v1`]); on a
+//! v2 host it gets one directory with the controllers enabled along its path ([`v2`]). The unified
+//! directory of a hybrid host takes what its controllers offer (hugetlb here).
 
+pub mod bpf;
 pub mod stats;
 pub mod v1;
+pub mod v2;
 
 use std::fs;
 use std::io;
@@ -14,6 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use oci_spec::runtime::LinuxResources;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Context, Error, Result};
@@ -21,7 +27,8 @@ use crate::error::{Context, Error, Result};
 /// One mounted cgroup hierarchy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hierarchy {
-    /// Controllers bound to it (`["cpu"]`, `["name=systemd"]`); empty for the unified hierarchy.
+    /// Controllers bound to it (`["cpu"]`, `["name=systemd"]`); for the unified hierarchy, those its
+    /// root offers (`cgroup.controllers`).
     pub controllers: Vec<String>,
     pub mount_point: PathBuf,
     pub unified: bool,
@@ -37,13 +44,12 @@ impl Hierarchy {
 pub fn hierarchies() -> &'static [Hierarchy] {
     static CACHE: OnceLock<Vec<Hierarchy>> = OnceLock::new();
     CACHE.get_or_init(|| {
-        fs::read_to_string("/proc/self/mountinfo").map(|info| parse_mountinfo(&info)).unwrap_or_default()
+        let mut found = fs::read_to_string("/proc/self/mountinfo").map(|info| parse_mountinfo(&info)).unwrap_or_default();
+        for h in found.iter_mut().filter(|h| h.unified) {
+            h.controllers = v2::available_controllers(&h.mount_point);
+        }
+        found
     })
-}
-
-/// Whether the host runs cgroup v1 controllers (v1 or hybrid layout).
-pub fn is_v1_host() -> bool {
-    hierarchies().iter().any(|h| !h.unified)
 }
 
 fn parse_mountinfo(info: &str) -> Vec<Hierarchy> {
@@ -60,8 +66,7 @@ fn parse_mountinfo(info: &str) -> Vec<Hierarchy> {
             "cgroup" => {
                 let controllers = tail[2]
                     .split(',')
-                    .filter(|o| !matches!(*o, "rw" | "ro") && !o.starts_with("release_agent") && *o != "xattr")
-                    .filter(|o| *o != "clone_children" && *o != "noprefix" && *o != "cpuset_v2_mode")
+                    .filter(|o| !matches!(*o, "rw" | "ro" | "xattr" | "clone_children" | "noprefix" | "cpuset_v2_mode") && !o.starts_with("release_agent"))
                     .map(str::to_owned)
                     .collect();
                 found.push(Hierarchy { controllers, mount_point, unified: false });
@@ -73,10 +78,24 @@ fn parse_mountinfo(info: &str) -> Vec<Hierarchy> {
     found
 }
 
-/// A container's cgroup: the same relative path in every hierarchy.
+/// This process's own group in `hierarchy` (from `/proc/self/cgroup`), for relative cgroup paths.
+fn own_cgroup(hierarchy: &Hierarchy) -> String {
+    let text = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    text.lines()
+        .filter_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+            let matches = if hierarchy.unified { controllers.is_empty() } else { controllers.split(',').any(|c| hierarchy.has(c)) };
+            matches.then(|| path.to_owned())
+        })
+        .next()
+        .unwrap_or_else(|| "/".into())
+}
+
+/// A container's cgroup: its directory in every hierarchy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cgroup {
-    /// The spec's `cgroupsPath`, normalised to start with `/`.
+    /// The spec's `cgroupsPath` as given (for messages).
     pub path: String,
     pub dirs: Vec<CgroupDir>,
 }
@@ -88,12 +107,19 @@ pub struct CgroupDir {
 }
 
 impl Cgroup {
-    /// Creates the group at `path` in every hierarchy (parents included). On failure, what was made is
-    /// removed again.
-    pub fn create(path: &str) -> Result<Cgroup> {
-        let path = normalise(path)?;
-        let mut cgroup = Cgroup { path: path.clone(), dirs: Vec::new() };
-        for hierarchy in hierarchies() {
+    /// Creates the group for `cgroups_path` (absolute: below each hierarchy's root; relative or
+    /// empty: below this process's own group, as runc does, `id` standing in for an empty path) in
+    /// every hierarchy of this host. On failure, what was made is removed again.
+    pub fn create(cgroups_path: &str, id: &str) -> Result<Cgroup> {
+        Cgroup::create_in(hierarchies(), cgroups_path, id)
+    }
+
+    /// [`Cgroup::create`] over given hierarchies (tests use a fake cgroupfs).
+    pub fn create_in(hierarchies: &[Hierarchy], cgroups_path: &str, id: &str) -> Result<Cgroup> {
+        let requested = if cgroups_path.is_empty() { id } else { cgroups_path };
+        let mut cgroup = Cgroup { path: requested.to_owned(), dirs: Vec::new() };
+        for hierarchy in hierarchies {
+            let path = if requested.starts_with('/') { normalise(requested)? } else { normalise(&format!("{}/{requested}", own_cgroup(hierarchy)))? };
             match create_dir_in(hierarchy, &path) {
                 Ok(dir) => cgroup.dirs.push(dir),
                 Err(e) => {
@@ -105,7 +131,7 @@ impl Cgroup {
         Ok(cgroup)
     }
 
-    /// Moves `pid` (and, on v1, only that thread group) into the group in every hierarchy.
+    /// Moves `pid` into the group in every hierarchy.
     pub fn add_process(&self, pid: u32) -> Result<()> {
         for d in &self.dirs {
             let procs = d.dir.join("cgroup.procs");
@@ -114,9 +140,19 @@ impl Cgroup {
         Ok(())
     }
 
-    /// The group's directory in the hierarchy that carries `controller`.
+    /// The group's directory in the v1 hierarchy that carries `controller`.
     pub fn dir_of(&self, controller: &str) -> Option<&Path> {
-        self.dirs.iter().find(|d| d.hierarchy.has(controller)).map(|d| d.dir.as_path())
+        self.dirs.iter().find(|d| !d.hierarchy.unified && d.hierarchy.has(controller)).map(|d| d.dir.as_path())
+    }
+
+    /// The group's directory in the unified (v2) hierarchy.
+    pub fn unified_dir(&self) -> Option<&CgroupDir> {
+        self.dirs.iter().find(|d| d.hierarchy.unified)
+    }
+
+    /// Whether the host has no v1 hierarchies (pure cgroup v2).
+    pub fn is_v2(&self) -> bool {
+        self.dirs.iter().all(|d| d.hierarchy.unified)
     }
 
     /// Every process in the group (the union over hierarchies: a process may have been moved out of
@@ -133,34 +169,78 @@ impl Cgroup {
         pids
     }
 
-    /// Sends `signal` to every process of the group. With the freezer available the group is frozen
-    /// first, so that no process can fork a child that escapes the signal.
+    /// Sends `signal` to every process of the group. SIGKILL on v2 uses `cgroup.kill`; otherwise the
+    /// group is frozen first, so that no process can fork a child that escapes the signal.
     pub fn signal_all(&self, signal: u32) -> Result<()> {
-        let frozen = self.set_frozen(true).is_ok();
-        for pid in self.processes() {
-            match crate::sys::send_signal(pid, signal) {
-                Ok(()) => {}
-                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => {}
-                Err(e) => {
-                    if frozen {
-                        let _ = self.set_frozen(false);
-                    }
-                    return Err(Error::io(format!("signal {signal} to pid {pid} of cgroup {}", self.path), e));
-                }
+        if signal == libc::SIGKILL as u32 && self.is_v2() {
+            if let Some(d) = self.unified_dir().filter(|d| d.dir.join("cgroup.kill").exists()) {
+                return fs::write(d.dir.join("cgroup.kill"), "1").context(|| format!("write {}/cgroup.kill", d.dir.display()));
             }
         }
+        let frozen = self.set_frozen(true).is_ok();
+        let result = self.processes().into_iter().try_for_each(|pid| match crate::sys::send_signal(pid, signal) {
+            Err(e) if e.raw_os_error() != Some(libc::ESRCH) => Err(Error::io(format!("signal {signal} to pid {pid} of cgroup {}", self.path), e)),
+            _ => Ok(()),
+        });
         if frozen {
             self.set_frozen(false)?;
+        }
+        result
+    }
+
+    /// Freezes or thaws the group (v1 `freezer.state`, v2 `cgroup.freeze`).
+    pub fn set_frozen(&self, frozen: bool) -> Result<()> {
+        if let Some(dir) = self.dir_of("freezer") {
+            return v1::set_frozen(dir, frozen);
+        }
+        match self.unified_dir() {
+            Some(d) if self.is_v2() => v2::set_frozen(&d.dir, frozen),
+            _ => Err(Error::Unsupported(format!("cgroup {}: no freezer", self.path))),
+        }
+    }
+
+    /// Whether the group is frozen.
+    pub fn is_frozen(&self) -> bool {
+        match (self.dir_of("freezer"), self.unified_dir()) {
+            (Some(dir), _) => fs::read_to_string(dir.join("freezer.state")).is_ok_and(|s| s.trim() == "FROZEN"),
+            (None, Some(d)) => fs::read_to_string(d.dir.join("cgroup.freeze")).is_ok_and(|s| s.trim() == "1"),
+            _ => false,
+        }
+    }
+
+    /// Applies the spec's resources: each by the controller that owns it, v1 or v2.
+    pub fn apply(&self, resources: &LinuxResources) -> Result<()> {
+        if self.dirs.iter().any(|d| !d.hierarchy.unified) {
+            v1::apply(self, resources)?;
+        }
+        if let Some(d) = self.unified_dir() {
+            v2::apply(&d.dir, &d.hierarchy.controllers, resources, self.is_v2())?;
         }
         Ok(())
     }
 
-    /// Freezes or thaws the group (v1 `freezer.state`).
-    pub fn set_frozen(&self, frozen: bool) -> Result<()> {
-        let dir = self
-            .dir_of("freezer")
-            .ok_or_else(|| Error::Unsupported(format!("cgroup {}: no freezer hierarchy", self.path)))?;
-        v1::set_frozen(dir, frozen)
+    /// What the group reports, from whichever version holds the controllers.
+    pub fn stats(&self) -> stats::Stats {
+        match self.unified_dir() {
+            Some(d) if self.is_v2() => stats::Stats::V2(v2::stats(&d.dir)),
+            _ => stats::Stats::V1(stats::read_v1(self)),
+        }
+    }
+
+    /// A descriptor that becomes readable when the group may have hit an OOM; [`OomWatch::fired`]
+    /// tells whether it did. None without a memory controller.
+    pub fn oom_watch(&self) -> Result<Option<OomWatch>> {
+        if let Some(dir) = self.dir_of("memory") {
+            return Ok(Some(OomWatch { fd: v1::oom_eventfd(dir)?, memory_events: None }));
+        }
+        match self.unified_dir().filter(|d| d.hierarchy.has("memory")) {
+            Some(d) => {
+                let events = d.dir.join("memory.events");
+                let fd = crate::sys::watch_modifications(&events).context(|| format!("watch {}", events.display()))?;
+                Ok(Some(OomWatch { fd, memory_events: Some((events, v2::oom_kills(&d.dir))) }))
+            }
+            None => Ok(None),
+        }
     }
 
     /// Kills every process of the group and removes its directories, waiting up to `timeout` for the
@@ -192,11 +272,35 @@ impl Cgroup {
     }
 }
 
-/// `cgroupsPath` as an absolute path below each hierarchy's root, without `..` escapes.
+/// Watching a group for OOM kills: a v1 eventfd on `memory.oom_control`, or an inotify watch on v2's
+/// `memory.events` with the last `oom_kill` count seen.
+pub struct OomWatch {
+    pub fd: std::os::fd::OwnedFd,
+    memory_events: Option<(PathBuf, u64)>,
+}
+
+impl OomWatch {
+    /// After the descriptor was readable (and drained): whether a new OOM kill happened. On v1 every
+    /// notification is one, unless the group is gone; on v2 the `oom_kill` count must have grown.
+    pub fn fired(&mut self) -> bool {
+        match &mut self.memory_events {
+            None => true,
+            Some((path, last)) => {
+                let dir = path.parent().unwrap_or(Path::new("/"));
+                let now = v2::oom_kills(dir);
+                let grew = now > *last;
+                *last = now;
+                grew
+            }
+        }
+    }
+}
+
+/// A cgroup path as an absolute path below the hierarchy's root, without `..` escapes.
 fn normalise(path: &str) -> Result<String> {
     if path.contains(':') {
         return Err(Error::Unsupported(format!(
-            "cgroupsPath {path:?}: the systemd cgroup driver (slice:prefix:name) is not supported on this host"
+            "linux.cgroupsPath {path:?}: the systemd cgroup driver (slice:prefix:name) is not supported; use a cgroupfs path"
         )));
     }
     let parts: Vec<&str> = path.split('/').filter(|p| !p.is_empty() && *p != ".").collect();
@@ -210,9 +314,13 @@ fn create_dir_in(hierarchy: &Hierarchy, path: &str) -> Result<CgroupDir> {
     let dir = hierarchy.mount_point.join(path.trim_start_matches('/'));
     let mut current = hierarchy.mount_point.clone();
     for part in path.trim_start_matches('/').split('/') {
+        if hierarchy.unified {
+            // Children only get the controllers their parent hands down.
+            v2::enable_controllers(&current, &hierarchy.controllers);
+        }
         current.push(part);
         match fs::create_dir(&current) {
-            Ok(()) if hierarchy.has("cpuset") => v1::inherit_cpuset(&current)?,
+            Ok(()) if hierarchy.has("cpuset") && !hierarchy.unified => v1::inherit_cpuset(&current)?,
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(Error::io(format!("create cgroup {}", current.display()), e)),
@@ -243,7 +351,7 @@ mod tests {
 
     #[test]
     fn cgroups_path_is_normalised_and_confined() {
-        assert_eq!(normalise("default/c1").unwrap(), "/default/c1");
+        assert_eq!(normalise("/default/c1").unwrap(), "/default/c1");
         assert_eq!(normalise("/a//b/").unwrap(), "/a/b");
         assert!(normalise("/a/../../etc").is_err());
         assert!(normalise("/").is_err());

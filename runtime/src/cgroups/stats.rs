@@ -1,5 +1,5 @@
-//! What a container's cgroup reports (cgroup v1 files), in plain types: the shim turns them into
-//! containerd's metrics messages.
+//! What a container's cgroup reports, in plain types per cgroup version: the shim turns them into
+//! containerd's `io.containerd.cgroups.v1.Metrics` or `v2.Metrics`.
 
 use std::collections::HashMap;
 use std::fs;
@@ -7,8 +7,14 @@ use std::path::Path;
 
 use super::Cgroup;
 
+#[derive(Debug, Clone)]
+pub enum Stats {
+    V1(V1Stats),
+    V2(V2Stats),
+}
+
 #[derive(Debug, Default, Clone)]
-pub struct Stats {
+pub struct V1Stats {
     pub pids: Option<PidsStats>,
     pub cpu: Option<CpuStats>,
     pub memory: Option<MemoryStats>,
@@ -108,7 +114,7 @@ fn blkio_entries(dir: &Path, file: &str) -> Vec<BlkioEntry> {
         .collect()
 }
 
-pub fn read(cgroup: &Cgroup) -> Stats {
+pub fn read_v1(cgroup: &Cgroup) -> V1Stats {
     let pids = cgroup.dir_of("pids").map(|dir| PidsStats {
         current: read_u64(dir, "pids.current"),
         limit: fs::read_to_string(dir.join("pids.max")).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0),
@@ -146,5 +152,61 @@ pub fn read(cgroup: &Cgroup) -> Stats {
         io_service_bytes_recursive: blkio_entries(dir, "blkio.throttle.io_service_bytes_recursive"),
         io_serviced_recursive: blkio_entries(dir, "blkio.throttle.io_serviced_recursive"),
     });
-    Stats { pids, cpu, memory, blkio }
+    V1Stats { pids, cpu, memory, blkio }
+}
+
+/// cgroup v2 statistics: the interface files as key/value maps (`cpu.stat`, `memory.stat`,
+/// `memory.events`) and the single values containerd reports.
+#[derive(Debug, Default, Clone)]
+pub struct V2Stats {
+    pub pids_current: u64,
+    pub pids_max: u64,
+    pub cpu: HashMap<String, u64>,
+    pub memory: HashMap<String, u64>,
+    pub memory_current: u64,
+    pub memory_max: u64,
+    pub swap_current: u64,
+    pub swap_max: u64,
+    pub memory_events: HashMap<String, u64>,
+    /// `io.stat`: per device (major, minor) its `rbytes`/`wbytes`/`rios`/`wios`.
+    pub io: Vec<(u64, u64, HashMap<String, u64>)>,
+    /// `hugetlb.<size>.current` and `.max` per page size.
+    pub hugetlb: Vec<(String, u64, u64)>,
+}
+
+pub fn read_v2(dir: &Path) -> V2Stats {
+    use super::v2::{read_limit, read_pairs};
+    let io = fs::read_to_string(dir.join("io.stat"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|line| {
+            let mut parts = line.split_whitespace();
+            let (major, minor) = parts.next()?.split_once(':')?;
+            let values = parts.filter_map(|kv| kv.split_once('=')).filter_map(|(k, v)| Some((k.to_owned(), v.parse().ok()?))).collect();
+            Some((major.parse().ok()?, minor.parse().ok()?, values))
+        })
+        .collect();
+    let hugetlb = fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let size = name.strip_prefix("hugetlb.")?.strip_suffix(".current")?.to_owned();
+            Some((size.clone(), read_limit(dir, &name), read_limit(dir, &format!("hugetlb.{size}.max"))))
+        })
+        .collect();
+    V2Stats {
+        pids_current: read_limit(dir, "pids.current"),
+        pids_max: read_limit(dir, "pids.max"),
+        cpu: read_pairs(dir, "cpu.stat"),
+        memory: read_pairs(dir, "memory.stat"),
+        memory_current: read_limit(dir, "memory.current"),
+        memory_max: read_limit(dir, "memory.max"),
+        swap_current: read_limit(dir, "memory.swap.current"),
+        swap_max: read_limit(dir, "memory.swap.max"),
+        memory_events: read_pairs(dir, "memory.events"),
+        io,
+        hugetlb,
+    }
 }

@@ -10,18 +10,18 @@ use super::Cgroup;
 use crate::error::{Context, Error, Result};
 
 /// Devices every container may use, whatever its spec says (runc grants the same): the standard
-/// character devices and pseudo-terminals.
-const ALWAYS_ALLOWED_DEVICES: &[&str] = &[
-    "c 1:3 rwm",   // null
-    "c 1:5 rwm",   // zero
-    "c 1:7 rwm",   // full
-    "c 1:8 rwm",   // random
-    "c 1:9 rwm",   // urandom
-    "c 5:0 rwm",   // tty
-    "c 5:1 rwm",   // console
-    "c 5:2 rwm",   // ptmx
-    "c 136:* rwm", // pts
-    "c 10:200 rwm", // net/tun
+/// character devices and pseudo-terminals, as (type, major, minor or None for all).
+pub(crate) const ALWAYS_ALLOWED_DEVICES: &[(char, u32, Option<u32>)] = &[
+    ('c', 1, Some(3)),   // null
+    ('c', 1, Some(5)),   // zero
+    ('c', 1, Some(7)),   // full
+    ('c', 1, Some(8)),   // random
+    ('c', 1, Some(9)),   // urandom
+    ('c', 5, Some(0)),   // tty
+    ('c', 5, Some(1)),   // console
+    ('c', 5, Some(2)),   // ptmx
+    ('c', 136, None),    // pts
+    ('c', 10, Some(200)), // net/tun
 ];
 
 /// A new cpuset group starts with empty `cpus`/`mems`, which refuses every process: copy the parent's.
@@ -52,8 +52,8 @@ fn write_if_present(dir: &Path, file: &str, value: &str) -> Result<()> {
     }
 }
 
-/// Applies the spec's resources to the container's group.
-pub fn apply(cgroup: &Cgroup, resources: &LinuxResources) -> Result<()> {
+/// Applies the spec's resources to the container's v1 groups.
+pub(super) fn apply(cgroup: &Cgroup, resources: &LinuxResources) -> Result<()> {
     if let (Some(dir), Some(memory)) = (cgroup.dir_of("memory"), resources.memory()) {
         if let Some(limit) = memory.limit() {
             write(dir, "memory.limit_in_bytes", &limit.to_string())?;
@@ -95,6 +95,31 @@ pub fn apply(cgroup: &Cgroup, resources: &LinuxResources) -> Result<()> {
             }
         }
     }
+    if let (Some(cpu), Some(dir)) = (resources.cpu(), cgroup.dir_of("cpu")) {
+        if let Some(runtime) = cpu.realtime_runtime() {
+            write(dir, "cpu.rt_runtime_us", &runtime.to_string())?;
+        }
+        if let Some(period) = cpu.realtime_period() {
+            write(dir, "cpu.rt_period_us", &period.to_string())?;
+        }
+        if let Some(idle) = cpu.idle() {
+            write(dir, "cpu.idle", &idle.to_string())?;
+        }
+        if let Some(burst) = cpu.burst() {
+            write_if_present(dir, "cpu.cfs_burst_us", &burst.to_string())?;
+        }
+    }
+    if let (Some(dir), Some(io)) = (cgroup.dir_of("blkio"), resources.block_io()) {
+        apply_blkio(dir, io)?;
+    }
+    if let Some(limits) = resources.hugepage_limits() {
+        // On a hybrid host hugetlb lives in the unified hierarchy (written by v2::apply).
+        if let Some(dir) = cgroup.dir_of("hugetlb") {
+            for limit in limits {
+                write(dir, &format!("hugetlb.{}.limit_in_bytes", limit.page_size()), &limit.limit().to_string())?;
+            }
+        }
+    }
     if let (Some(dir), Some(pids)) = (cgroup.dir_of("pids"), resources.pids()) {
         let limit = if pids.limit() > 0 { pids.limit().to_string() } else { "max".to_owned() };
         write(dir, "pids.max", &limit)?;
@@ -105,14 +130,43 @@ pub fn apply(cgroup: &Cgroup, resources: &LinuxResources) -> Result<()> {
     Ok(())
 }
 
+/// Block I/O weights and throttles. Kernels with the BFQ scheduler name the weight files `bfq.*`.
+fn apply_blkio(dir: &Path, io: &oci_spec::runtime::LinuxBlockIo) -> Result<()> {
+    let weight_file = |name: &str| if dir.join(format!("blkio.{name}")).exists() { format!("blkio.{name}") } else { format!("blkio.bfq.{name}") };
+    if let Some(weight) = io.weight() {
+        write(dir, &weight_file("weight"), &weight.to_string())?;
+    }
+    if let Some(leaf) = io.leaf_weight() {
+        write_if_present(dir, "blkio.leaf_weight", &leaf.to_string())?;
+    }
+    for device in io.weight_device().iter().flatten() {
+        if let Some(weight) = device.weight() {
+            write(dir, &weight_file("weight_device"), &format!("{}:{} {weight}", device.major(), device.minor()))?;
+        }
+    }
+    let throttles = [
+        ("blkio.throttle.read_bps_device", io.throttle_read_bps_device()),
+        ("blkio.throttle.write_bps_device", io.throttle_write_bps_device()),
+        ("blkio.throttle.read_iops_device", io.throttle_read_iops_device()),
+        ("blkio.throttle.write_iops_device", io.throttle_write_iops_device()),
+    ];
+    for (file, devices) in throttles {
+        for device in devices.iter().flatten() {
+            write(dir, file, &format!("{}:{} {}", device.major(), device.minor(), device.rate()))?;
+        }
+    }
+    Ok(())
+}
+
 /// Writes the spec's device rules in order, then the devices every container keeps.
 fn apply_device_rules(dir: &Path, rules: &[LinuxDeviceCgroup]) -> Result<()> {
     for rule in rules {
         let file = if rule.allow() { "devices.allow" } else { "devices.deny" };
         write(dir, file, &device_rule(rule))?;
     }
-    for rule in ALWAYS_ALLOWED_DEVICES {
-        write(dir, "devices.allow", rule)?;
+    for (typ, major, minor) in ALWAYS_ALLOWED_DEVICES {
+        let minor = minor.map_or("*".to_owned(), |m| m.to_string());
+        write(dir, "devices.allow", &format!("{typ} {major}:{minor} rwm"))?;
     }
     Ok(())
 }

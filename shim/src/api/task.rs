@@ -170,7 +170,7 @@ pub async fn update(core: &TaskCore, r: task::UpdateTaskRequest) -> TaskResult<(
 
 pub async fn stats(core: &TaskCore, r: task::StatsRequest) -> TaskResult<task::StatsResponse> {
     let stats = core.stats(&r.id).await?;
-    Ok(task::StatsResponse { stats: Some(myshim_protos::to_any(&super::metrics::v1_metrics(&stats))) })
+    Ok(task::StatsResponse { stats: Some(super::metrics::metrics(&stats)) })
 }
 
 pub async fn resize_pty(core: &TaskCore, r: task::ResizePtyRequest) -> TaskResult<()> {

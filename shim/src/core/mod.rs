@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use myshim_runtime::cgroups::stats::Stats;
-use tokio::io::AsyncReadExt;
+use tokio::io::AsyncReadExt as _;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
@@ -333,10 +333,10 @@ impl TaskCore {
         Ok(())
     }
 
-    /// Publishes `/tasks/oom` whenever the container's memory controller reports an OOM.
+    /// Publishes `/tasks/oom` whenever the container's memory controller reports an OOM kill.
     async fn watch_oom(&self, container: &Arc<Container>) {
-        let notifier = match self.with_runtime(container, "watch OOM of", |c| c.oom_notifier()).await {
-            Ok(Some(fd)) => fd,
+        let watch = match self.with_runtime(container, "watch OOM of", |c| c.oom_watch()).await {
+            Ok(Some(watch)) => watch,
             Ok(None) => return,
             Err(e) => {
                 warn!(id = %container.id, error = %e, "no OOM notifications");
@@ -346,12 +346,16 @@ impl TaskCore {
         let events = self.events.clone();
         let id = container.id.clone();
         let task = tokio::spawn(async move {
-            // An eventfd reads like a pipe: eight bytes (a counter) whenever it fires.
-            let Ok(mut notifier) = tokio::net::unix::pipe::Receiver::from_owned_fd_unchecked(notifier) else { return };
-            let mut count = [0u8; 8];
-            while notifier.read_exact(&mut count).await.is_ok() {
-                info!(id = %id, "out of memory");
-                events.push(TaskEvent::Oom { container_id: id.clone() });
+            let mut watch = watch;
+            // An eventfd or inotify descriptor reads like a pipe: some bytes whenever it fires.
+            let Ok(fd) = watch.fd.try_clone() else { return };
+            let Ok(mut notifications) = tokio::net::unix::pipe::Receiver::from_owned_fd_unchecked(fd) else { return };
+            let mut buffer = [0u8; 4096];
+            while matches!(notifications.read(&mut buffer).await, Ok(n) if n > 0) {
+                if watch.fired() {
+                    info!(id = %id, "out of memory");
+                    events.push(TaskEvent::Oom { container_id: id.clone() });
+                }
             }
         });
         *container.oom_watch.lock().unwrap() = Some(task);
