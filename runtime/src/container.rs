@@ -14,7 +14,10 @@ use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::stat::Mode;
 use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Process, Spec};
 
+use std::sync::Arc;
+
 use crate::cgroups::{self, Cgroup};
+use crate::hooks::{self, ChildWaiter, DirectWaiter, HookState};
 use crate::error::{Context, Error, Result};
 use crate::mounts::{mount_rootfs, unmount_recursive, RootfsMount};
 use crate::process::channel::{Channel, Directive, Report};
@@ -31,16 +34,18 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long destroy waits for the container's processes to die.
 const DESTROY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Where the helper binary is: an executable whose `main` calls
-/// [`crate::process::run_helper_if_requested`] first. The shim and the CLI use themselves.
-#[derive(Debug, Clone)]
+/// How the runtime starts and waits for processes: the helper binary (an executable whose `main`
+/// calls [`crate::process::run_helper_if_requested`] first; the shim and the CLI use themselves) and
+/// the caller's way of waiting for its children (hooks).
+#[derive(Clone)]
 pub struct Runtime {
     pub helper: PathBuf,
+    pub waiter: Arc<dyn ChildWaiter>,
 }
 
 impl Default for Runtime {
     fn default() -> Self {
-        Runtime { helper: PathBuf::from("/proc/self/exe") }
+        Runtime { helper: PathBuf::from("/proc/self/exe"), waiter: Arc::new(DirectWaiter) }
     }
 }
 
@@ -137,7 +142,7 @@ impl Container {
 
     /// Lets the init exec the user's program. Returns once the program runs (or, when another
     /// process created the container, once the init passed the exec fifo).
-    pub fn start(&mut self) -> Result<()> {
+    pub fn start(&mut self, runtime: &Runtime) -> Result<()> {
         let fifo_path = self.state_dir.join(EXEC_FIFO);
         let fifo = match open(&fifo_path, OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC, Mode::empty()) {
             Ok(fd) => fd,
@@ -158,10 +163,11 @@ impl Container {
             }
             Err(e) => return Err(Error::io(format!("container {}: wait for the init at start", self.state.id), e)),
         }
-        match self.failure_from_init() {
-            Some(e) => Err(e),
-            None => Ok(()),
+        if let Some(e) = self.failure_from_init() {
+            return Err(e);
         }
+        self.state.run_late_hooks("poststart", "running", runtime.waiter.as_ref());
+        Ok(())
     }
 
     /// After start: reads the control channel until the init's exec closes it, or the init reports why
@@ -196,7 +202,7 @@ impl Container {
         // The container's seccomp profile confines its exec'd processes too.
         let seccomp = spec::load(&self.state.bundle).ok().and_then(|s| s.linux().as_ref().and_then(|l| l.seccomp().clone()));
         let plan = ExecPlan { process, seccomp, namespaces: names };
-        let helper = Helper { mode: MODE_EXEC, stdio: &stdio, cgroup: self.state.cgroup.as_ref(), oom_score_adj, id_maps: None };
+        let helper = Helper { mode: MODE_EXEC, stdio: &stdio, cgroup: self.state.cgroup.as_ref(), oom_score_adj, id_maps: None, hooks: None };
         let mut pids = Vec::new();
         match helper.run(runtime, &plan, &raw, &mut pids) {
             Ok((started, _)) => Ok(started),
@@ -283,15 +289,17 @@ impl Container {
 
     /// Kills whatever is left of the container, removes its cgroup, unmounts its rootfs and removes its
     /// state directory. Safe to repeat and to run after a crash: what is already gone is skipped.
-    pub fn destroy(self) -> Result<()> {
+    pub fn destroy(self, runtime: &Runtime) -> Result<()> {
         destroy_state(&self.state)?;
-        remove_state_dir(&self.state_dir)
+        remove_state_dir(&self.state_dir)?;
+        self.state.run_late_hooks("poststop", "stopped", runtime.waiter.as_ref());
+        Ok(())
     }
 }
 
 /// Destroys the container recorded in `state_dir`, tolerating a directory or state that is missing.
 /// Returns the recorded state, if there was one.
-pub fn destroy_from_dir(state_dir: &Path) -> Result<Option<State>> {
+pub fn destroy_from_dir(state_dir: &Path, runtime: &Runtime) -> Result<Option<State>> {
     let state = match State::load(state_dir) {
         Ok(state) => state,
         Err(e) if e.is_io_kind(std::io::ErrorKind::NotFound) => {
@@ -302,6 +310,7 @@ pub fn destroy_from_dir(state_dir: &Path) -> Result<Option<State>> {
     };
     destroy_state(&state)?;
     remove_state_dir(state_dir)?;
+    state.run_late_hooks("poststop", "stopped", runtime.waiter.as_ref());
     Ok(Some(state))
 }
 
@@ -400,7 +409,10 @@ fn create_in(runtime: &Runtime, spec: &Spec, options: &CreateOptions<'_>, undo: 
         nix::unistd::chown(&plan.exec_fifo, owner(maps.uid).map(nix::unistd::Uid::from_raw), owner(maps.gid).map(nix::unistd::Gid::from_raw))
             .context(|| format!("chown {} to the container's root", plan.exec_fifo.display()))?;
     }
-    let helper = Helper { mode: MODE_INIT, stdio: &options.stdio, cgroup: cgroup.as_ref(), oom_score_adj, id_maps };
+    let annotations = spec.annotations().clone().unwrap_or_default();
+    let hook_state = HookState { oci_version: crate::features::OCI_VERSION_MAX, id, status: "creating", pid: 0, bundle: options.bundle, annotations: &annotations };
+    let hooks = spec.hooks().as_ref().map(|h| (h, hook_state));
+    let helper = Helper { mode: MODE_INIT, stdio: &options.stdio, cgroup: cgroup.as_ref(), oom_score_adj, id_maps, hooks };
     let (started, control) = helper.run(runtime, &plan, &[], &mut undo.pids).map_err(|e| match e {
         Error::Init(reason) if reason.is_empty() => Error::Init(format!("container {id}: the init exited during setup")),
         other => other,
@@ -418,7 +430,8 @@ fn create_in(runtime: &Runtime, spec: &Spec, options: &CreateOptions<'_>, undo: 
         cgroup,
         private_pid_namespace: spec::namespace(spec, LinuxNamespaceType::Pid) == Some(None),
         created: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
-        annotations: spec.annotations().clone().unwrap_or_default(),
+        annotations,
+        hooks: spec.hooks().clone(),
     };
     state.save(&options.state_dir)?;
     undo.control = Some(control);
@@ -433,6 +446,8 @@ struct Helper<'a> {
     oom_score_adj: Option<i32>,
     /// uid and gid maps for a user namespace the helper creates.
     id_maps: Option<IdMaps<'a>>,
+    /// The container's hooks and what their state says (for an init that stops at its hook point).
+    hooks: Option<(&'a oci_spec::runtime::Hooks, HookState<'a>)>,
 }
 
 #[derive(Clone, Copy)]
@@ -503,7 +518,16 @@ impl Helper<'_> {
                 Some((Report::MapIds, _)) => {
                     let maps = self.id_maps.ok_or_else(|| Error::Init("the helper asked for id maps nobody planned".into()))?;
                     maps.write(helper_pid)?;
-                    control.send(&Directive::Continue).context(|| "let the helper go on".into())?;
+                    control.send(&Directive::Continue { hook_state: None }).context(|| "let the helper go on".into())?;
+                }
+                Some((Report::HookPoint, _)) => {
+                    let (hooks, state) = self.hooks.as_ref().ok_or_else(|| Error::Init("the init stopped for hooks nobody planned".into()))?;
+                    let state = HookState { pid: started.pid, ..*state }.to_json();
+                    for (phase, list) in [("prestart", hooks.prestart()), ("createRuntime", hooks.create_runtime())] {
+                        hooks::run_in_caller(list.as_deref().unwrap_or(&[]), phase, &state, runtime.waiter.as_ref())?;
+                    }
+                    let hook_state = Some(String::from_utf8_lossy(&state).into_owned());
+                    control.send(&Directive::Continue { hook_state }).context(|| "let the init go on".into())?;
                 }
                 Some((Report::Ready, _)) => return Ok((started, control)),
                 Some((Report::Failed(reason), _)) => return Err(Error::Init(reason)),

@@ -32,8 +32,10 @@ fn spec_name<T: serde::Serialize>(value: &T) -> String {
 /// Compiles the profile. Syscalls this kernel or libseccomp does not know are skipped, as runc does.
 pub(crate) fn compile(profile: &LinuxSeccomp) -> Result<ScmpFilterContext> {
     let libseccomp_error = |what: &str, e: libseccomp::error::SeccompError| field(what, e.to_string().to_lowercase());
-    let default_errno = profile.default_errno_ret().unwrap_or(libc::EPERM as u32);
-    let default = action(profile.default_action(), profile.default_errno_ret(), default_errno)?;
+    // defaultErrnoRet is the errno of the default action; a rule's errno action without errnoRet
+    // returns EPERM (runc's reading of the spec).
+    let eperm = libc::EPERM as u32;
+    let default = action(profile.default_action(), profile.default_errno_ret(), eperm)?;
     let mut filter = ScmpFilterContext::new(default).map_err(|e| libseccomp_error("defaultAction", e))?;
     // The caller decides about no_new_privs; libseccomp must not set it behind our back.
     filter.set_ctl_nnp(false).map_err(|e| libseccomp_error("defaultAction", e))?;
@@ -53,7 +55,7 @@ pub(crate) fn compile(profile: &LinuxSeccomp) -> Result<ScmpFilterContext> {
         .map_err(|e| libseccomp_error("flags", e))?;
     }
     for (i, rule) in profile.syscalls().iter().flatten().enumerate() {
-        let rule_action = action(rule.action(), rule.errno_ret(), default_errno)?;
+        let rule_action = action(rule.action(), rule.errno_ret(), eperm)?;
         if rule_action == default {
             continue; // libseccomp refuses rules that repeat the default action
         }

@@ -29,6 +29,31 @@ pub struct State {
     /// Seconds since the epoch.
     pub created: u64,
     pub annotations: std::collections::HashMap<String, String>,
+    /// The spec's hooks (poststart and poststop run long after the spec was read).
+    #[serde(default)]
+    pub hooks: Option<oci_spec::runtime::Hooks>,
+}
+
+impl State {
+    /// Runs the poststart or poststop hooks; a failure is logged, as the spec asks, not returned.
+    pub fn run_late_hooks(&self, phase: &str, status: &str, waiter: &dyn crate::hooks::ChildWaiter) {
+        let Some(hooks) = &self.hooks else { return };
+        let list = match phase {
+            "poststart" => hooks.poststart(),
+            _ => hooks.poststop(),
+        };
+        let state = crate::hooks::HookState {
+            oci_version: crate::features::OCI_VERSION_MAX,
+            id: &self.id,
+            status,
+            pid: self.pid,
+            bundle: &self.bundle,
+            annotations: &self.annotations,
+        };
+        if let Err(e) = crate::hooks::run_in_caller(list.as_deref().unwrap_or(&[]), phase, &state.to_json(), waiter) {
+            tracing::warn!(id = %self.id, error = %e, "hook failed");
+        }
+    }
 }
 
 impl State {

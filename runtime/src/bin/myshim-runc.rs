@@ -124,7 +124,7 @@ fn run(global: &Global, mut args: Args) -> Result<u8> {
         }
         "start" => {
             let id = args.positional("container id")?;
-            load(global, &id)?.start()?;
+            load(global, &id)?.start(&Runtime::default())?;
             Ok(0)
         }
         "run" => {
@@ -135,12 +135,12 @@ fn run(global: &Global, mut args: Args) -> Result<u8> {
                 sys::become_child_subreaper()?;
             }
             let mut container = create(global, &id, &options)?;
-            container.start()?;
+            container.start(&Runtime::default())?;
             if detach {
                 return Ok(0);
             }
             let code = sys::wait_for_exit(container.pid()).context("wait for the container")?;
-            container.destroy()?;
+            container.destroy(&Runtime::default())?;
             Ok(code as u8)
         }
         "state" => {
@@ -170,7 +170,7 @@ fn run(global: &Global, mut args: Args) -> Result<u8> {
             if matches!(status, "running" | "paused") && !force {
                 bail!("cannot delete container {id} that is not stopped: {status}");
             }
-            container.destroy()?;
+            container.destroy(&Runtime::default())?;
             Ok(0)
         }
         "exec" => exec(global, args),

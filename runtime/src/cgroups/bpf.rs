@@ -84,13 +84,10 @@ fn rule_of(rule: &LinuxDeviceCgroup) -> Result<Rule> {
 /// The program for `rules` (in spec order) followed by the devices every container keeps.
 pub fn program(rules: &[LinuxDeviceCgroup]) -> Result<Vec<Instruction>> {
     let mut all: Vec<Rule> = rules.iter().map(rule_of).collect::<Result<_>>()?;
-    all.extend(super::v1::ALWAYS_ALLOWED_DEVICES.iter().map(|&(_, major, minor)| Rule {
-        allow: true,
-        typ: Some(DEVICE_CHAR),
-        major: Some(major),
-        minor,
-        access: ACCESS_READ | ACCESS_WRITE | ACCESS_MKNOD,
-    }));
+    for &(typ, major, minor, access) in super::v1::ALWAYS_ALLOWED_DEVICES {
+        let access = access.chars().fold(0, |all, c| all | match c { 'r' => ACCESS_READ, 'w' => ACCESS_WRITE, _ => ACCESS_MKNOD });
+        all.push(Rule { allow: true, typ: Some(if typ == 'b' { DEVICE_BLOCK } else { DEVICE_CHAR }), major, minor, access });
+    }
     let mut code = vec![
         insn(LOAD_WORD, R2, R1, 0, 0), // r2 = access_type
         insn(MOVE_REG, R3, R2, 0, 0),

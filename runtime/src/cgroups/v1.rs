@@ -9,19 +9,22 @@ use oci_spec::runtime::{LinuxDeviceCgroup, LinuxResources};
 use super::Cgroup;
 use crate::error::{Context, Error, Result};
 
-/// Devices every container may use, whatever its spec says (runc grants the same): the standard
-/// character devices and pseudo-terminals, as (type, major, minor or None for all).
-pub(crate) const ALWAYS_ALLOWED_DEVICES: &[(char, u32, Option<u32>)] = &[
-    ('c', 1, Some(3)),   // null
-    ('c', 1, Some(5)),   // zero
-    ('c', 1, Some(7)),   // full
-    ('c', 1, Some(8)),   // random
-    ('c', 1, Some(9)),   // urandom
-    ('c', 5, Some(0)),   // tty
-    ('c', 5, Some(1)),   // console
-    ('c', 5, Some(2)),   // ptmx
-    ('c', 136, None),    // pts
-    ('c', 10, Some(200)), // net/tun
+/// Device rules every container gets after its spec's (runc grants the same): creating any device
+/// node (access is what the rules decide), the standard character devices and pseudo-terminals. As
+/// (type, major, minor, access), `None` meaning any.
+pub(crate) const ALWAYS_ALLOWED_DEVICES: &[(char, Option<u32>, Option<u32>, &str)] = &[
+    ('c', None, None, "m"),
+    ('b', None, None, "m"),
+    ('c', Some(1), Some(3), "rwm"),    // null
+    ('c', Some(1), Some(5), "rwm"),    // zero
+    ('c', Some(1), Some(7), "rwm"),    // full
+    ('c', Some(1), Some(8), "rwm"),    // random
+    ('c', Some(1), Some(9), "rwm"),    // urandom
+    ('c', Some(5), Some(0), "rwm"),    // tty
+    ('c', Some(5), Some(1), "rwm"),    // console
+    ('c', Some(5), Some(2), "rwm"),    // ptmx
+    ('c', Some(136), None, "rwm"),     // pts
+    ('c', Some(10), Some(200), "rwm"), // net/tun
 ];
 
 /// A new cpuset group starts with empty `cpus`/`mems`, which refuses every process: copy the parent's.
@@ -164,9 +167,9 @@ fn apply_device_rules(dir: &Path, rules: &[LinuxDeviceCgroup]) -> Result<()> {
         let file = if rule.allow() { "devices.allow" } else { "devices.deny" };
         write(dir, file, &device_rule(rule))?;
     }
-    for (typ, major, minor) in ALWAYS_ALLOWED_DEVICES {
-        let minor = minor.map_or("*".to_owned(), |m| m.to_string());
-        write(dir, "devices.allow", &format!("{typ} {major}:{minor} rwm"))?;
+    for (typ, major, minor, access) in ALWAYS_ALLOWED_DEVICES {
+        let number = |n: &Option<u32>| n.map_or("*".to_owned(), |n| n.to_string());
+        write(dir, "devices.allow", &format!("{typ} {}:{} {access}", number(major), number(minor)))?;
     }
     Ok(())
 }

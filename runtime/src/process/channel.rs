@@ -28,6 +28,9 @@ pub(crate) enum Report {
     /// The helper created a user namespace: the runtime must write its uid and gid maps, then send
     /// [`Directive::Continue`].
     MapIds,
+    /// The init's mounts are made and it waits, before pivot_root, for the runtime's createRuntime
+    /// hooks; [`Directive::Continue`] brings the state its own hooks get.
+    HookPoint,
     /// Setup or exec failed; the text says why.
     Failed(String),
 }
@@ -36,7 +39,8 @@ pub(crate) enum Report {
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum Directive {
-    Continue,
+    /// Go on; for the init at its hook point, with the OCI state (JSON) its hooks read.
+    Continue { hook_state: Option<String> },
 }
 
 pub(crate) struct Channel {

@@ -37,6 +37,17 @@ pub(crate) struct InitPlan {
     pub cgroup: Option<Cgroup>,
 }
 
+fn hooks_of(spec: &Spec) -> Option<&oci_spec::runtime::Hooks> {
+    spec.hooks().as_ref()
+}
+
+/// The state the runtime sent, with the status a hook phase sees.
+fn state_with_status(state: &str, status: &str) -> Vec<u8> {
+    let mut value: serde_json::Value = serde_json::from_str(state).unwrap_or_default();
+    value["status"] = status.into();
+    serde_json::to_vec(&value).unwrap_or_default()
+}
+
 pub(crate) fn run(channel: &mut Channel) -> Result<Never> {
     let (plan, _): (InitPlan, _) = channel
         .receive(None)
@@ -50,7 +61,20 @@ pub(crate) fn run(channel: &mut Channel) -> Result<Never> {
 
     enter_namespaces(spec, channel)?;
 
-    crate::rootfs::prepare(spec, &plan.rootfs, plan.cgroup.as_ref())?;
+    // With hooks, the runtime runs its createRuntime hooks while we wait before pivot_root, and sends
+    // the state our createContainer and startContainer hooks read.
+    let mut hook_state: Option<String> = None;
+    let mut before_pivot = || -> Result<()> {
+        let Some(hooks) = hooks_of(spec) else { return Ok(()) };
+        channel.send(&Report::HookPoint).context(|| "report the hook point".into())?;
+        match channel.receive::<Directive>(None).context(|| "wait for the createRuntime hooks".into())? {
+            Some((Directive::Continue { hook_state: state }, _)) => hook_state = state,
+            None => return Err(Error::Init("the runtime went away during the createRuntime hooks".into())),
+        }
+        let state = hook_state.as_deref().unwrap_or("{}");
+        crate::hooks::run_in_init(hooks.create_container().as_deref().unwrap_or(&[]), "createContainer", &state_with_status(state, "creating"))
+    };
+    crate::rootfs::prepare(spec, &plan.rootfs, plan.cgroup.as_ref(), &mut before_pivot)?;
     if let Some(hostname) = spec.hostname().as_deref().filter(|h| !h.is_empty()) {
         nix::unistd::sethostname(hostname).context(|| format!("set hostname {hostname:?}"))?;
     }
@@ -64,6 +88,9 @@ pub(crate) fn run(channel: &mut Channel) -> Result<Never> {
 
     channel.send(&Report::Ready).context(|| "report ready".into())?;
     wait_for_start(&exec_fifo)?;
+    if let (Some(hooks), Some(state)) = (hooks_of(spec), &hook_state) {
+        crate::hooks::run_in_init(hooks.start_container().as_deref().unwrap_or(&[]), "startContainer", &state_with_status(state, "created"))?;
+    }
     exec_program(process, &program, &Confinement::of(spec))
 }
 
@@ -80,7 +107,7 @@ fn enter_namespaces(spec: &Spec, channel: &mut Channel) -> Result<()> {
                 unshare(CloneFlags::CLONE_NEWUSER).context(|| "linux.namespaces: create a user namespace".into())?;
                 channel.send(&Report::MapIds).context(|| "ask for uid and gid maps".into())?;
                 match channel.receive::<Directive>(None).context(|| "wait for uid and gid maps".into())? {
-                    Some((Directive::Continue, _)) => {}
+                    Some((Directive::Continue { .. }, _)) => {}
                     None => return Err(Error::Init("the runtime went away while writing uid and gid maps".into())),
                 }
             }

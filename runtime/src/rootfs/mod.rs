@@ -23,7 +23,8 @@ use resolve::{ensure, fd_path, same_file, Create};
 
 /// Builds the container's filesystem and pivots into it. Runs in the container's init, in its own
 /// mount namespace.
-pub(crate) fn prepare(spec: &Spec, rootfs: &Path, cgroup: Option<&Cgroup>) -> Result<()> {
+/// `before_pivot` runs once the mounts are in place but the host's root is still visible (hooks).
+pub(crate) fn prepare(spec: &Spec, rootfs: &Path, cgroup: Option<&Cgroup>, before_pivot: &mut dyn FnMut() -> Result<()>) -> Result<()> {
     let linux = spec.linux().as_ref();
     // Our mounts must not propagate back to the host; the spec can ask for other propagation.
     let propagation = linux
@@ -55,7 +56,14 @@ pub(crate) fn prepare(spec: &Spec, rootfs: &Path, cgroup: Option<&Cgroup>) -> Re
     }
     devices::create_from_spec(&root, linux.and_then(|l| l.devices().as_ref()).map(Vec::as_slice).unwrap_or(&[]))?;
 
+    before_pivot()?;
     enter_root(&root, rootfs)?;
+    // The new root starts private (pivot_root needs that); give it the propagation the spec asks for.
+    if let Some(name) = linux.and_then(|l| l.rootfs_propagation().as_deref()).filter(|p| !p.is_empty()) {
+        let recursive = if name.starts_with('r') { MsFlags::MS_REC } else { MsFlags::empty() };
+        mount(None::<&str>, "/", None::<&str>, propagation_flags(name)? | recursive, None::<&str>)
+            .context(|| format!("linux.rootfsPropagation: make / {name}"))?;
+    }
 
     if let Some(linux) = linux {
         for (key, value) in linux.sysctl().iter().flatten() {

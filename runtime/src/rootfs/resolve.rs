@@ -32,8 +32,19 @@ fn relative(path: &Path) -> PathBuf {
 }
 
 /// Opens `path` inside `root` as an `O_PATH` descriptor, creating missing directories on the way and
-/// the last component as `create` says.
+/// the last component as `create` says. A dangling symlink on the way is followed the same way: what
+/// it points to is created, inside the root.
 pub(crate) fn ensure(root: &OwnedFd, path: &Path, create: Create) -> Result<OwnedFd> {
+    ensure_following(root, path, create, 0)
+}
+
+/// Symlinks followed before giving up (the kernel's own limit).
+const MAX_LINKS: usize = 40;
+
+fn ensure_following(root: &OwnedFd, path: &Path, create: Create, links: usize) -> Result<OwnedFd> {
+    if links > MAX_LINKS {
+        return Err(resolve_error(path, Errno::ELOOP));
+    }
     let rel = relative(path);
     if rel.as_os_str().is_empty() {
         return open_path(root, Path::new("."));
@@ -54,6 +65,13 @@ pub(crate) fn ensure(root: &OwnedFd, path: &Path, create: Create) -> Result<Owne
                     let parent_fd = openat2(root.as_fd(), &parent, how(OFlag::O_PATH | OFlag::O_DIRECTORY))
                         .map_err(|e| resolve_error(path, e))?;
                     let name = components[i - 1].as_os_str();
+                    if let Ok(target) = nix::fcntl::readlinkat(parent_fd.as_fd(), name) {
+                        // A dangling symlink: create its target (resolved inside the root) instead.
+                        let target = PathBuf::from(target);
+                        let resolved = if target.is_absolute() { target } else { parent.join(target) };
+                        let rest: PathBuf = components[i..].iter().collect();
+                        return ensure_following(root, &resolved.join(rest), create, links + 1);
+                    }
                     let made = if want_dir {
                         mkdirat(parent_fd.as_fd(), name, Mode::from_bits_truncate(0o755)).map(drop)
                     } else {

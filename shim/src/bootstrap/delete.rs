@@ -24,7 +24,7 @@ pub fn delete(flags: &Flags) -> Result<Vec<u8>> {
         Some(bundle) => bundle.clone(),
         None => std::env::current_dir().context("current directory (the bundle)")?,
     };
-    let state = myshim_runtime::container::destroy_from_dir(&state_dir(&bundle))
+    let state = myshim_runtime::container::destroy_from_dir(&state_dir(&bundle), &myshim_runtime::Runtime::default())
         .with_context(|| format!("clean up container {} in {}", flags.id, bundle.display()))?;
     let pid = state.map_or(0, |s| s.pid);
     info!(id = %flags.id, pid, "cleaned up after the task");

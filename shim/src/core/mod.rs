@@ -116,11 +116,32 @@ impl PidTable {
     }
 }
 
+/// Lets the runtime wait for a child (a hook) that the shim's one reaper collects.
+struct ReaperWaiter {
+    pids: Arc<Mutex<PidTable>>,
+    tokio: tokio::runtime::Handle,
+}
+
+impl myshim_runtime::hooks::ChildWaiter for ReaperWaiter {
+    fn wait(&self, pid: u32, timeout: Option<Duration>) -> Option<u32> {
+        let (tx, rx) = oneshot::channel();
+        self.pids.lock().unwrap().register(pid, Owner::Waiter(tx));
+        // Runtime work runs on the blocking pool, where blocking on the reaper's answer is allowed.
+        self.tokio.block_on(async {
+            match timeout {
+                Some(t) => tokio::time::timeout(t, rx).await.ok()?.ok(),
+                None => rx.await.ok(),
+            }
+        })
+        .map(|exit| exit.status)
+    }
+}
+
 pub struct TaskCore {
     containers: Mutex<HashMap<String, Arc<Container>>>,
     /// Ids whose Create is in progress (reserved, not yet in `containers`).
     creating: Mutex<HashSet<String>>,
-    pids: Mutex<PidTable>,
+    pids: Arc<Mutex<PidTable>>,
     events: events::EventQueue,
     runtime: myshim_runtime::Runtime,
     namespace: String,
@@ -132,13 +153,17 @@ pub struct TaskCore {
 }
 
 impl TaskCore {
-    pub fn new(events: events::EventQueue, runtime: myshim_runtime::Runtime, namespace: String) -> Arc<TaskCore> {
+    /// A core whose runtime spawns helpers from `helper` (the shim's own binary) and waits for the
+    /// children it starts (hooks) through this core's reaper. Call inside the tokio runtime.
+    pub fn new(events: events::EventQueue, helper: PathBuf, namespace: String) -> Arc<TaskCore> {
+        let pids = Arc::new(Mutex::new(PidTable::default()));
+        let waiter = Arc::new(ReaperWaiter { pids: pids.clone(), tokio: tokio::runtime::Handle::current() });
         Arc::new(TaskCore {
             containers: Mutex::new(HashMap::new()),
             creating: Mutex::new(HashSet::new()),
-            pids: Mutex::new(PidTable::default()),
+            pids,
             events,
-            runtime,
+            runtime: myshim_runtime::Runtime { helper, waiter },
             namespace,
             shim_pid: std::process::id(),
             shutdown_requested: Mutex::new(false),
@@ -305,7 +330,8 @@ impl TaskCore {
     }
 
     async fn start_init(&self, container: &Container) -> TaskResult<()> {
-        self.with_runtime(container, "start", |c| c.start()).await
+        let runtime = self.runtime.clone();
+        self.with_runtime(container, "start", move |c| c.start(&runtime)).await
     }
 
     async fn start_exec(&self, container: &Arc<Container>, process: &Arc<Process>) -> TaskResult<()> {
@@ -454,9 +480,9 @@ impl TaskCore {
         for exec in execs {
             close_io(&exec, false).await;
         }
-        let runtime = container.runtime.clone();
-        let destroyed = tokio::task::spawn_blocking(move || match runtime.lock().unwrap().take() {
-            Some(c) => c.destroy(),
+        let (handle, runtime) = (container.runtime.clone(), self.runtime.clone());
+        let destroyed = tokio::task::spawn_blocking(move || match handle.lock().unwrap().take() {
+            Some(c) => c.destroy(&runtime),
             None => Ok(()),
         })
         .await

@@ -1,0 +1,179 @@
+//! Bundles for the runtime's root tests: a busybox root filesystem (Debian's busybox-static, built
+//! once per run), a spec like containerd's default, and the `myshim-runc` binary to run them.
+//! Everything a bundle makes is removed when it is dropped, also when a test fails.
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
+
+use serde_json::{json, Value};
+
+pub const RUNC: &str = env!("CARGO_BIN_EXE_myshim-runc");
+
+/// A pristine busybox root filesystem, built once into the target directory.
+fn busybox_rootfs() -> &'static Path {
+    static ROOTFS: OnceLock<PathBuf> = OnceLock::new();
+    ROOTFS.get_or_init(|| {
+        let dir = Path::new(RUNC).parent().unwrap().join(format!("busybox-rootfs-{}", std::process::id()));
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../integration/scripts/build-image.py");
+        let status = Command::new("python3").arg(script).arg("--rootfs").arg(&dir).status().expect("run build-image.py");
+        assert!(status.success(), "build the busybox rootfs");
+        dir
+    })
+}
+
+pub struct Bundle {
+    pub dir: PathBuf,
+    pub root: PathBuf,
+    pub id: String,
+    pub spec: Value,
+}
+
+/// The capabilities containerd gives a container by default.
+pub const DEFAULT_CAPS: &[&str] = &[
+    "CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FOWNER", "CAP_MKNOD", "CAP_NET_RAW", "CAP_SETGID", "CAP_SETUID",
+    "CAP_SETFCAP", "CAP_SETPCAP", "CAP_NET_BIND_SERVICE", "CAP_SYS_CHROOT", "CAP_KILL", "CAP_AUDIT_WRITE",
+];
+
+impl Bundle {
+    pub fn new(name: &str) -> Bundle {
+        let id = format!("rt-{name}-{}", std::process::id());
+        let dir = std::env::temp_dir().join(format!("myshim-runtime-test-{id}"));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let status = Command::new("cp").arg("-a").arg(busybox_rootfs()).arg(dir.join("rootfs")).status().unwrap();
+        assert!(status.success());
+        let caps: Vec<&str> = DEFAULT_CAPS.to_vec();
+        let spec = json!({
+            "ociVersion": "1.2.0",
+            "process": {
+                "terminal": false,
+                "user": {"uid": 0, "gid": 0},
+                "args": ["true"],
+                "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
+                "cwd": "/",
+                "capabilities": {"bounding": caps, "effective": caps, "permitted": caps},
+                "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+                "noNewPrivileges": true
+            },
+            "root": {"path": "rootfs"},
+            "hostname": "myshim-test",
+            "mounts": [
+                {"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]},
+                {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+                {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+                {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+                {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
+                {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
+                {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}
+            ],
+            "linux": {
+                "cgroupsPath": format!("/myshim-runtime-tests/{id}"),
+                "resources": {"devices": [{"allow": false, "access": "rwm"}]},
+                "namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "network"}],
+                "maskedPaths": ["/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi"],
+                "readonlyPaths": ["/proc/asound", "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+            }
+        });
+        let root = dir.join("state");
+        Bundle { dir, root, id, spec }
+    }
+
+    pub fn rootfs(&self) -> PathBuf {
+        self.dir.join("rootfs")
+    }
+
+    pub fn set_args(&mut self, args: &[&str]) -> &mut Self {
+        self.spec["process"]["args"] = json!(args);
+        self
+    }
+
+    /// Runs `sh -c script` in the container: (exit code, stdout, stderr).
+    pub fn sh(&mut self, script: &str) -> (i32, String, String) {
+        self.set_args(&["sh", "-c", script]);
+        self.run()
+    }
+
+    pub fn write_spec(&self) {
+        fs::write(self.dir.join("config.json"), serde_json::to_vec_pretty(&self.spec).unwrap()).unwrap();
+    }
+
+    /// `myshim-runc run`: (exit code, stdout, stderr).
+    pub fn run(&self) -> (i32, String, String) {
+        self.write_spec();
+        let out = self.runc(&["run", "--bundle", self.dir.to_str().unwrap(), &self.id]);
+        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+
+    /// `myshim-runc run --detach` of `args`; the container's stdio is /dev/null (a detached container
+    /// keeps whatever stdio it was given). Returns the container's pid.
+    pub fn start_detached(&mut self, args: &[&str]) -> u32 {
+        self.set_args(args).write_spec();
+        let status = Command::new(RUNC)
+            .arg("--root")
+            .arg(&self.root)
+            .args(["run", "--detach", "--bundle", self.dir.to_str().unwrap(), &self.id])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("run myshim-runc");
+        assert!(status.success(), "run --detach failed");
+        let state: Value = serde_json::from_slice(&self.runc(&["state", &self.id]).stdout).unwrap();
+        state["pid"].as_u64().unwrap() as u32
+    }
+
+    /// Any `myshim-runc` command against this bundle's root.
+    pub fn runc(&self, args: &[&str]) -> Output {
+        Command::new(RUNC).arg("--root").arg(&self.root).args(args).stdin(Stdio::null()).output().expect("run myshim-runc")
+    }
+
+    /// The container's cgroup directory in a v1 hierarchy (or the unified one).
+    pub fn cgroup_dir(&self, hierarchy: &str) -> PathBuf {
+        let path = self.spec["linux"]["cgroupsPath"].as_str().unwrap().trim_start_matches('/').to_owned();
+        Path::new("/sys/fs/cgroup").join(hierarchy).join(path)
+    }
+
+    /// Nothing of the container is left: no state, no mount below the bundle, no cgroup.
+    pub fn assert_clean(&self) {
+        let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let bundle = self.dir.display().to_string();
+        let leaked: Vec<&str> = mounts.lines().filter(|l| l.contains(&bundle)).collect();
+        assert!(leaked.is_empty(), "mounts left: {leaked:#?}");
+        assert!(!self.root.join(&self.id).exists(), "state directory left");
+        for hierarchy in ["memory", "pids", "cpu", "freezer", "devices", "unified"] {
+            assert!(!self.cgroup_dir(hierarchy).exists(), "cgroup left in {hierarchy}");
+        }
+    }
+}
+
+impl Drop for Bundle {
+    fn drop(&mut self) {
+        // Kill whatever a failed test left, then remove it.
+        let _ = self.runc(&["delete", "--force", &self.id]);
+        let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let bundle = self.dir.display().to_string();
+        let mut leaked: Vec<String> = mounts.lines().filter_map(|l| l.split(' ').nth(4)).filter(|m| m.starts_with(&bundle)).map(str::to_owned).collect();
+        leaked.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for mount in leaked {
+            let _ = Command::new("umount").arg("-l").arg(&mount).status();
+        }
+        let _ = fs::remove_dir_all(&self.dir);
+        // The tests' shared parent group goes with the last test.
+        for hierarchy in fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+            let _ = fs::remove_dir(hierarchy.path().join("myshim-runtime-tests"));
+        }
+    }
+}
+
+/// A host process's `/proc/<pid>/status` field.
+pub fn status_field(pid: u32, field: &str) -> String {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")).map(|v| v.trim().to_owned()))
+        .unwrap_or_default()
+}
