@@ -29,6 +29,28 @@ fn spec_name<T: serde::Serialize>(value: &T) -> String {
     serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
 }
 
+/// Checks what can be checked without compiling: actions, architectures and flags are known.
+pub(crate) fn validate(profile: &LinuxSeccomp) -> Result<()> {
+    let eperm = libc::EPERM as u32;
+    action(profile.default_action(), profile.default_errno_ret(), eperm)?;
+    for arch in profile.architectures().iter().flatten() {
+        let name = spec_name(arch);
+        ScmpArch::from_str(&name).map_err(|_| field("architectures", format!("unknown architecture {name}")))?;
+    }
+    for flag in profile.flags().iter().flatten() {
+        let name = spec_name(flag);
+        if !KNOWN_FLAGS.contains(&name.as_str()) {
+            return Err(field("flags", format!("unknown flag {name}")));
+        }
+    }
+    for rule in profile.syscalls().iter().flatten() {
+        action(rule.action(), rule.errno_ret(), eperm)?;
+    }
+    Ok(())
+}
+
+const KNOWN_FLAGS: &[&str] = &["SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FILTER_FLAG_LOG", "SECCOMP_FILTER_FLAG_SPEC_ALLOW", "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"];
+
 /// Compiles the profile. Syscalls this kernel or libseccomp does not know are skipped, as runc does.
 pub(crate) fn compile(profile: &LinuxSeccomp) -> Result<ScmpFilterContext> {
     let libseccomp_error = |what: &str, e: libseccomp::error::SeccompError| field(what, e.to_string().to_lowercase());

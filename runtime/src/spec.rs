@@ -59,6 +59,9 @@ pub fn validate(spec: &Spec) -> Result<()> {
     }
 
     let linux = spec.linux().as_ref();
+    if let Some(profile) = linux.and_then(|l| l.seccomp().as_ref()) {
+        crate::seccomp::validate(profile)?;
+    }
     let mut seen = HashSet::new();
     for ns in linux.and_then(|l| l.namespaces().as_ref()).into_iter().flatten() {
         if !seen.insert(ns.typ()) {

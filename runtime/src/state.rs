@@ -72,9 +72,9 @@ impl State {
         fs::rename(&temporary, &path).context(|| format!("rename {} to {}", temporary.display(), path.display()))
     }
 
-    /// Whether the recorded init is still the same process (not exited, pid not reused).
+    /// Whether the recorded init still runs (not exited or a zombie, pid not reused).
     pub fn init_is_alive(&self) -> bool {
-        crate::sys::process_start_time(self.pid) == Some(self.pid_start_time)
+        crate::sys::process_start_time(self.pid) == Some(self.pid_start_time) && !crate::sys::is_zombie(self.pid)
     }
 }
 

@@ -80,6 +80,12 @@ pub fn process_start_time(pid: u32) -> Option<u64> {
     after_name.split_whitespace().nth(19)?.parse().ok()
 }
 
+/// Whether `pid` is a zombie (exited, not yet reaped by its parent).
+pub fn is_zombie(pid: u32) -> bool {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    stat.rfind(')').and_then(|i| stat[i + 2..].chars().next()) == Some('Z')
+}
+
 /// Sets `/proc/<pid>/oom_score_adj`.
 pub fn set_oom_score_adj(pid: u32, value: i32) -> io::Result<()> {
     fs::write(format!("/proc/{pid}/oom_score_adj"), value.to_string())

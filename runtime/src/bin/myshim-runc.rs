@@ -135,7 +135,10 @@ fn run(global: &Global, mut args: Args) -> Result<u8> {
                 sys::become_child_subreaper()?;
             }
             let mut container = create(global, &id, &options)?;
-            container.start(&Runtime::default())?;
+            if let Err(e) = container.start(&Runtime::default()) {
+                let _ = container.destroy(&Runtime::default());
+                return Err(e.into());
+            }
             if detach {
                 return Ok(0);
             }

@@ -96,7 +96,11 @@ pub fn program(rules: &[LinuxDeviceCgroup]) -> Result<Vec<Instruction>> {
         insn(LOAD_WORD, R4, R1, 4, 0), // r4 = major
         insn(LOAD_WORD, R5, R1, 8, 0), // r5 = minor
     ];
+    let mut falls_through = true;
     for rule in all.iter().rev() {
+        if !falls_through {
+            break; // an earlier (later-checked) rule can never be reached
+        }
         let mut checks = Vec::new();
         if let Some(typ) = rule.typ {
             checks.push(insn(JUMP_NOT_EQUAL_IMM, R3, 0, 0, typ));
@@ -118,6 +122,7 @@ pub fn program(rules: &[LinuxDeviceCgroup]) -> Result<Vec<Instruction>> {
         let verdict = [insn(MOVE_IMM, R0, 0, 0, rule.allow as i32), insn(EXIT, 0, 0, 0, 0)];
         // Every failing check jumps past the rest of this rule's block.
         let block_len = checks.len() + access_check.len() + verdict.len();
+        falls_through = !checks.is_empty() || !access_check.is_empty();
         let start = code.len();
         code.extend(checks);
         code.extend(access_check);
@@ -129,8 +134,10 @@ pub fn program(rules: &[LinuxDeviceCgroup]) -> Result<Vec<Instruction>> {
             }
         }
     }
-    code.push(insn(MOVE_IMM, R0, 0, 0, 0));
-    code.push(insn(EXIT, 0, 0, 0, 0));
+    if falls_through {
+        code.push(insn(MOVE_IMM, R0, 0, 0, 0));
+        code.push(insn(EXIT, 0, 0, 0, 0));
+    }
     Ok(code)
 }
 

@@ -126,6 +126,11 @@ impl Bundle {
         state["pid"].as_u64().unwrap() as u32
     }
 
+    /// A `myshim-runc` command whose processes outlive it (stdio on /dev/null); true on success.
+    pub fn runc_detached(&self, args: &[&str]) -> bool {
+        Command::new(RUNC).arg("--root").arg(&self.root).args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+    }
+
     /// Any `myshim-runc` command against this bundle's root.
     pub fn runc(&self, args: &[&str]) -> Output {
         Command::new(RUNC).arg("--root").arg(&self.root).args(args).stdin(Stdio::null()).output().expect("run myshim-runc")

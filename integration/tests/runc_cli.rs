@@ -1,0 +1,29 @@
+//! containerd 2.1's own runc shim (`io.containerd.runc.v2`) driving `myshim-runc` as its runc
+//! binary (`ctr run --runc-binary`): the runtime is a drop-in runc.
+
+use myshim_integration::{image, leaks, paths, Containerd, Version};
+
+#[test]
+fn containerd_runc_shim_drives_myshim_runc() {
+    let c = Containerd::start(Version::V2_1, "runc-cli");
+    let runc = paths::shim_dir().join("myshim-runc");
+    let runc = runc.to_str().unwrap();
+    c.track("once");
+    let out = c.ctr(&["run", "--runc-binary", runc, "--rm", image::BUSYBOX, "once", "sh", "-c", "echo via the runc shim; exit 4"]);
+    assert_eq!(out.code, 4, "{}", out.stderr);
+    assert_eq!(out.stdout, "via the runc shim\n");
+
+    c.track("long");
+    c.ctr(&["run", "--runc-binary", runc, "-d", image::BUSYBOX, "long", "sleep", "1000"]).ok();
+    assert_eq!(c.task_status("long").as_deref(), Some("RUNNING"));
+    let exec = c.ctr(&["task", "exec", "--exec-id", "e", "long", "sh", "-c", "echo $$ from exec; exit 2"]);
+    assert_eq!(exec.code, 2, "{}", exec.stderr);
+    assert!(exec.stdout.ends_with(" from exec\n"), "{}", exec.stdout);
+    c.ctr(&["task", "pause", "long"]).ok();
+    assert_eq!(c.task_status("long").as_deref(), Some("PAUSED"));
+    c.ctr(&["task", "resume", "long"]).ok();
+    assert!(c.ctr(&["task", "ps", "long"]).ok().stdout.lines().count() >= 2);
+    c.remove("long");
+    assert!(leaks::container_processes(&c.namespace).is_empty());
+    c.assert_no_leftovers();
+}

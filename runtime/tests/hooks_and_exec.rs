@@ -1,0 +1,119 @@
+//! Hooks (all six, their state, timeouts and failures) and exec into a running container. Run as root.
+
+mod common;
+
+use std::fs;
+
+use common::{status_field, Bundle};
+use serde_json::json;
+
+/// A hook script that appends its phase and the state it read to a log on the host.
+fn hook(b: &Bundle, phase: &str, log: &std::path::Path) -> serde_json::Value {
+    let script = b.dir.join(format!("hook-{phase}.sh"));
+    fs::write(&script, format!("#!/bin/sh\necho \"{phase} $(cat)\" >> {}\n", log.display())).unwrap();
+    std::process::Command::new("chmod").arg("+x").arg(&script).status().unwrap();
+    json!({"path": script, "args": [script, phase]})
+}
+
+#[test]
+fn all_hooks_run_in_order_with_the_state() {
+    let mut b = Bundle::new("hooks");
+    let log = b.dir.join("hooks.log");
+    // createContainer runs in the container's namespaces before pivot_root (host paths still
+    // visible); startContainer runs inside the container, so its script and log live in the rootfs.
+    let inside = b.rootfs().join("hook-start.sh");
+    fs::write(&inside, "#!/bin/sh\necho \"startContainer $(cat)\" >> /hooks-inside.log\n").unwrap();
+    std::process::Command::new("chmod").arg("+x").arg(&inside).status().unwrap();
+    b.spec["hooks"] = json!({
+        "prestart": [hook(&b, "prestart", &log)],
+        "createRuntime": [hook(&b, "createRuntime", &log)],
+        "createContainer": [hook(&b, "createContainer", &log)],
+        "startContainer": [{"path": "/hook-start.sh"}],
+        "poststart": [hook(&b, "poststart", &log)],
+        "poststop": [hook(&b, "poststop", &log)]
+    });
+    let (code, _, err) = b.sh("true");
+    assert_eq!(code, 0, "{err}");
+    let text = fs::read_to_string(&log).unwrap();
+    let phases: Vec<&str> = text.lines().map(|l| l.split(' ').next().unwrap()).collect();
+    assert_eq!(phases, ["prestart", "createRuntime", "createContainer", "poststart", "poststop"]);
+    let state = |phase: &str| -> serde_json::Value {
+        serde_json::from_str(text.lines().find(|l| l.starts_with(phase)).unwrap().split_once(' ').unwrap().1).unwrap()
+    };
+    assert_eq!(state("createRuntime")["status"], "creating");
+    assert_eq!(state("createRuntime")["id"], b.id.as_str());
+    assert!(state("createRuntime")["pid"].as_u64().unwrap() > 0);
+    assert_eq!(state("createContainer")["status"], "creating");
+    assert_eq!(state("poststart")["status"], "running");
+    assert_eq!(state("poststop")["status"], "stopped");
+    let inside_log = fs::read_to_string(b.rootfs().join("hooks-inside.log")).unwrap();
+    let start: serde_json::Value = serde_json::from_str(inside_log.trim().split_once(' ').unwrap().1).unwrap();
+    assert_eq!(start["status"], "created");
+    b.assert_clean();
+}
+
+#[test]
+fn failing_and_hanging_hooks_stop_the_container_cleanly() {
+    for (script, timeout, expected) in [("exit 3", None, "exited with status 3"), ("sleep 30", Some(1), "timed out after 1s")] {
+        let mut b = Bundle::new("badhook");
+        let path = b.dir.join("bad.sh");
+        fs::write(&path, format!("#!/bin/sh\necho complaining >&2\n{script}\n")).unwrap();
+        std::process::Command::new("chmod").arg("+x").arg(&path).status().unwrap();
+        let mut hook = json!({"path": path});
+        if let Some(t) = timeout {
+            hook["timeout"] = json!(t);
+        }
+        b.spec["hooks"] = json!({"createRuntime": [hook]});
+        let (code, _, err) = b.sh("true");
+        assert_ne!(code, 0);
+        assert!(err.contains("hooks.createRuntime[0]") && err.contains(expected), "{err}");
+        b.assert_clean();
+    }
+}
+
+#[test]
+fn exec_joins_the_container_with_its_own_identity() {
+    let mut b = Bundle::new("exec");
+    let init = b.start_detached(&["sleep", "30"]);
+    let inside = |args: &[&str]| {
+        let out = b.runc(&[&["exec", &b.id][..], args].concat());
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    for ns in ["pid", "net", "mnt", "uts", "ipc"] {
+        let theirs = fs::read_link(format!("/proc/{init}/ns/{ns}")).unwrap().display().to_string();
+        assert_eq!(inside(&["readlink", &format!("/proc/self/ns/{ns}")]).trim(), theirs, "{ns}");
+    }
+    assert_eq!(inside(&["hostname"]).trim(), "myshim-test");
+    let cgroup = inside(&["cat", "/proc/self/cgroup"]);
+    assert!(cgroup.lines().filter(|l| l.contains(":memory:")).all(|l| l.ends_with(&b.id)), "{cgroup}");
+
+    // An exec process with its own user, capabilities and limits.
+    let process = json!({
+        "args": ["sh", "-c", "id -u; grep CapBnd /proc/self/status; ulimit -n; cat /proc/self/status | grep NoNewPrivs"],
+        "cwd": "/tmp",
+        "user": {"uid": 1000, "gid": 1000},
+        "env": ["PATH=/bin:/usr/bin"],
+        "capabilities": {"bounding": ["CAP_KILL"], "effective": [], "permitted": []},
+        "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 64, "soft": 64}],
+        "noNewPrivileges": true
+    });
+    let file = b.dir.join("process.json");
+    fs::write(&file, process.to_string()).unwrap();
+    let out = inside(&["--process", file.to_str().unwrap()]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "1000");
+    assert!(lines[1].ends_with("0000000000000020"), "{}", lines[1]);
+    assert_eq!(lines[2], "64");
+    assert!(lines[3].ends_with('1'));
+
+    // A detached exec gets a pid file; the process runs in the container's pid namespace.
+    let pid_file = b.dir.join("exec.pid");
+    assert!(b.runc_detached(&["exec", "--detach", "--pid-file", pid_file.to_str().unwrap(), &b.id, "sleep", "20"]));
+    let pid: u32 = fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    assert_ne!(status_field(pid, "NSpid").split_whitespace().last(), Some(pid.to_string().as_str()));
+    let ps: Vec<u32> = serde_json::from_slice(&b.runc(&["ps", "--format", "json", &b.id]).stdout).unwrap();
+    assert!(ps.contains(&pid) && ps.contains(&init), "{ps:?}");
+    assert!(b.runc(&["delete", "--force", &b.id]).status.success());
+    b.assert_clean();
+}
