@@ -20,7 +20,7 @@ fn v1_resources_reach_the_controllers() {
     let vda = fs::metadata("/dev/vda").ok().map(|_| (254, 0));
     let mut resources = json!({
         "devices": [{"allow": false, "access": "rwm"}],
-        "memory": {"limit": 67108864, "reservation": 33554432, "swappiness": 10},
+        "memory": {"limit": 67108864, "reservation": 33554432, "swap": 134217728, "swappiness": 10},
         "cpu": {"shares": 512, "quota": 20000, "period": 100000, "cpus": "0", "mems": "0", "realtimeRuntime": 0, "realtimePeriod": 1000000},
         "pids": {"limit": 20}
     });
@@ -32,6 +32,9 @@ fn v1_resources_reach_the_controllers() {
     assert_eq!(read(b.cgroup_dir("memory").join("memory.limit_in_bytes")), "67108864");
     assert_eq!(read(b.cgroup_dir("memory").join("memory.soft_limit_in_bytes")), "33554432");
     assert_eq!(read(b.cgroup_dir("memory").join("memory.swappiness")), "10");
+    if b.cgroup_dir("memory").join("memory.memsw.limit_in_bytes").exists() {
+        assert_eq!(read(b.cgroup_dir("memory").join("memory.memsw.limit_in_bytes")), "134217728");
+    }
     assert_eq!(read(b.cgroup_dir("cpu").join("cpu.shares")), "512");
     assert_eq!(read(b.cgroup_dir("cpu").join("cpu.cfs_quota_us")), "20000");
     assert_eq!(read(b.cgroup_dir("cpu").join("cpu.cfs_period_us")), "100000");

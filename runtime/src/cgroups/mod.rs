@@ -349,6 +349,27 @@ mod tests {
         assert!(h[2].unified && h[2].mount_point == Path::new("/sys/fs/cgroup/unified"));
     }
 
+    /// On a pure v2 host (here a fake cgroupfs) the group is one directory, with the controllers
+    /// handed down along its path.
+    #[test]
+    fn v2_groups_enable_controllers_along_the_path() {
+        let root = std::env::temp_dir().join(format!("myshim-fake-v2-{}", std::process::id()));
+        fs::create_dir_all(&root).unwrap();
+        fs::write(root.join("cgroup.controllers"), "cpu memory pids").unwrap();
+        let hierarchy = Hierarchy { controllers: vec!["cpu".into(), "memory".into(), "pids".into()], mount_point: root.clone(), unified: true };
+        let cgroup = Cgroup::create_in(&[hierarchy], "/pod/c1", "c1").unwrap();
+        assert!(cgroup.is_v2());
+        assert_eq!(cgroup.unified_dir().unwrap().dir, root.join("pod/c1"));
+        // Each write of "+<controller>" replaced the fake file; the last one written was pids.
+        assert_eq!(fs::read_to_string(root.join("cgroup.subtree_control")).unwrap(), "+pids");
+        let resources: LinuxResources = serde_json::from_str(r#"{"pids":{"limit":7}}"#).unwrap();
+        cgroup.apply(&resources).unwrap();
+        assert_eq!(fs::read_to_string(root.join("pod/c1/pids.max")).unwrap(), "7");
+        let err = cgroup.apply(&serde_json::from_str(r#"{"hugepageLimits":[{"pageSize":"2MB","limit":1}]}"#).unwrap()).unwrap_err();
+        assert!(err.to_string().contains("hugetlb controller"), "{err}");
+        fs::remove_dir_all(&root).unwrap();
+    }
+
     #[test]
     fn cgroups_path_is_normalised_and_confined() {
         assert_eq!(normalise("/default/c1").unwrap(), "/default/c1");
