@@ -38,6 +38,8 @@ pub struct Containerd {
     process: Child,
     /// Container ids the test used, to look for their shim sockets afterwards.
     ids: std::sync::Mutex<Vec<String>>,
+    /// The network namespace this instance runs in (CRI instances), created and removed by it.
+    pub netns: Option<String>,
 }
 
 /// The result of a `ctr` call.
@@ -80,10 +82,33 @@ impl Containerd {
         // Unique per instance: cgroup paths (/<namespace>/<id>) are shared by every containerd on the host.
         let namespace = format!("myshim-{}-{}-{}", name.replace('_', "-"), version.dir_name().replace('.', ""), std::process::id());
         fs::write(dir.join("config.toml"), config(version, &dir)).expect("write containerd config");
-        let process = spawn(version, &dir);
-        let containerd = Containerd { version, dir, namespace, process, ids: Default::default() };
+        let process = spawn(version, &dir, None);
+        let containerd = Containerd { version, dir, namespace, process, ids: Default::default(), netns: None };
         containerd.wait_ready();
         containerd.ctr(&["images", "import", image::busybox_archive().to_str().unwrap()]).ok();
+        containerd
+    }
+
+    /// A containerd with the CRI plugin and a `myshim` runtime handler, in a network namespace of its
+    /// own (so CNI's bridge and the "host" network of host-network pods stay inside the test), with
+    /// the busybox and pause images in namespace `k8s.io`.
+    pub fn start_cri(version: Version, name: &str, handler_options: &str) -> Containerd {
+        let dir = paths::scratch(&format!("containerd-cri-{}-{name}", version.dir_name()));
+        let netns = format!("myshim-{}-{}-{}", name, version.dir_name().replace('.', ""), std::process::id());
+        let ip = |args: &[&str]| {
+            let status = Command::new("ip").args(args).status().expect("run ip");
+            assert!(status.success(), "ip {args:?}");
+        };
+        ip(&["netns", "add", &netns]);
+        ip(&["netns", "exec", &netns, "ip", "link", "set", "lo", "up"]);
+        fs::create_dir_all(dir.join("cni/net.d")).unwrap();
+        fs::write(dir.join("cni/net.d/10-myshim.conflist"), cni_config(&dir)).unwrap();
+        fs::write(dir.join("config.toml"), cri_config(version, &dir, handler_options)).expect("write containerd config");
+        let process = spawn(version, &dir, Some(&netns));
+        let containerd = Containerd { version, dir, namespace: "k8s.io".into(), process, ids: Default::default(), netns: Some(netns) };
+        containerd.wait_ready();
+        containerd.ctr(&["images", "import", image::busybox_archive().to_str().unwrap()]).ok();
+        containerd.ctr(&["images", "import", image::pause_archive().to_str().unwrap()]).ok();
         containerd
     }
 
@@ -209,17 +234,26 @@ impl Containerd {
 
     /// Starts containerd again on the same directory (after [`Containerd::stop`]).
     pub fn restart(&mut self) {
-        self.process = spawn(self.version, &self.dir);
+        self.process = spawn(self.version, &self.dir, self.netns.as_deref());
         self.wait_ready();
     }
 }
 
 /// Starts containerd on the instance directory, with the shim's directory first on its PATH and its
 /// output appended to the instance's log.
-fn spawn(version: Version, dir: &Path) -> Child {
+fn spawn(version: Version, dir: &Path, netns: Option<&str>) -> Child {
     let log = fs::OpenOptions::new().create(true).append(true).open(dir.join("containerd.log")).expect("open containerd log");
     let path = format!("{}:{}:{}", paths::shim_dir().display(), version.bin_dir().display(), std::env::var("PATH").unwrap_or_default());
-    let mut command = Command::new(version.bin_dir().join("containerd"));
+    // nsenter joins only the network namespace (unlike `ip netns exec`, which also remounts /sys
+    // and would hide the cgroup hierarchies) and executes containerd in place: the pid is containerd's.
+    let mut command = match netns {
+        Some(ns) => {
+            let mut c = Command::new("nsenter");
+            c.arg(format!("--net=/run/netns/{ns}")).arg(version.bin_dir().join("containerd"));
+            c
+        }
+        None => Command::new(version.bin_dir().join("containerd")),
+    };
     if dir.join("myshim.toml").exists() {
         command.env("MYSHIM_CONFIG", dir.join("myshim.toml"));
     } else {
@@ -265,6 +299,105 @@ impl Drop for Containerd {
             }
         }
         let _ = fs::remove_dir_all(&self.dir);
+        if let Some(netns) = &self.netns {
+            let _ = Command::new("ip").args(["netns", "del", netns]).status();
+        }
+    }
+}
+
+/// A bridge network with a private subnet; IPAM state stays in the instance directory.
+fn cni_config(dir: &Path) -> String {
+    serde_json::json!({
+        "cniVersion": "1.0.0",
+        "name": "myshim-test",
+        "plugins": [{
+            "type": "bridge",
+            "bridge": "myshim0",
+            "isGateway": true,
+            "ipMasq": false,
+            "ipam": {
+                "type": "host-local",
+                "ranges": [[{"subnet": "10.88.77.0/24"}]],
+                "routes": [{"dst": "0.0.0.0/0"}],
+                "dataDir": dir.join("cni/ipam")
+            }
+        }]
+    })
+    .to_string()
+}
+
+/// containerd's configuration with the CRI plugin and the `myshim` handler.
+fn cri_config(version: Version, dir: &Path, handler_options: &str) -> String {
+    let d = dir.display();
+    let common = format!(
+        r#"root = "{d}/root"
+state = "{d}/state"
+
+[grpc]
+  address = "{d}/containerd.sock"
+
+[ttrpc]
+  address = "{d}/containerd.sock.ttrpc"
+
+[debug]
+  address = "{d}/debug.sock"
+  level = "debug"
+"#
+    );
+    let pause = image::PAUSE;
+    match version {
+        Version::V2_1 => format!(
+            r#"version = 3
+{common}
+disabled_plugins = ["io.containerd.nri.v1.nri"]
+
+[plugins.'io.containerd.internal.v1.opt']
+  path = "{d}/opt"
+
+[plugins.'io.containerd.cri.v1.images'.pinned_images]
+  sandbox = "{pause}"
+
+[plugins.'io.containerd.cri.v1.runtime']
+  restrict_oom_score_adj = true
+
+[plugins.'io.containerd.cri.v1.runtime'.cni]
+  bin_dirs = ["/usr/lib/cni"]
+  conf_dir = "{d}/cni/net.d"
+
+[plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.myshim]
+  runtime_type = "io.containerd.myshim.v1"
+{handler_options}
+[plugins.'io.containerd.grpc.v1.cri']
+  stream_server_port = "0"
+"#
+        ),
+        _ => format!(
+            r#"version = 2
+{common}
+disabled_plugins = ["io.containerd.nri.v1.nri"]
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{d}/opt"
+
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "{pause}"
+  restrict_oom_score_adj = true
+  stream_server_port = "0"
+
+[plugins."io.containerd.grpc.v1.cri".cni]
+  bin_dir = "/usr/lib/cni"
+  conf_dir = "{d}/cni/net.d"
+
+[plugins."io.containerd.grpc.v1.cri".containerd]
+  default_runtime_name = "runc"
+
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+  runtime_type = "io.containerd.runc.v2"
+
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.myshim]
+  runtime_type = "io.containerd.myshim.v1"
+{handler_options}"#
+        ),
     }
 }
 

@@ -7,6 +7,8 @@ use std::sync::OnceLock;
 use crate::paths;
 
 pub const BUSYBOX: &str = "localhost/myshim/busybox:latest";
+/// A Kubernetes pause image: busybox with an entrypoint that sleeps until SIGTERM, then exits 0.
+pub const PAUSE: &str = "localhost/myshim/pause:latest";
 
 /// The image archive, built on first use into the target directory.
 pub fn busybox_archive() -> PathBuf {
@@ -15,6 +17,17 @@ pub fn busybox_archive() -> PathBuf {
         .get_or_init(|| {
             let out = paths::shim_dir().join("busybox-image.tar");
             build(&out, BUSYBOX, false);
+            out
+        })
+        .clone()
+}
+
+pub fn pause_archive() -> PathBuf {
+    static ARCHIVE: OnceLock<PathBuf> = OnceLock::new();
+    ARCHIVE
+        .get_or_init(|| {
+            let out = paths::shim_dir().join("pause-image.tar");
+            build(&out, PAUSE, true);
             out
         })
         .clone()

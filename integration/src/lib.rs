@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod containerd;
+pub mod cri;
 pub mod events;
 pub mod image;
 pub mod leaks;

@@ -1,0 +1,254 @@
+//! Kubernetes RuntimeClass `myshim`: pods through containerd's CRI plugin, exactly as kubelet sends
+//! them (CRI runtime.v1 over gRPC), on containerd 2.1 and 1.7.
+
+use std::fs;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use myshim_integration::cri::{self, v1, Cri};
+use myshim_integration::{image, leaks, Containerd, Version};
+
+fn wait_for(mut condition: impl FnMut() -> bool, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The pod's cgroup parent, unique to this test run.
+fn cgroup_parent(name: &str) -> String {
+    format!("/myshim-cri-{name}-{}", std::process::id())
+}
+
+/// Nothing of the instance's pods is left: shims, container processes, mounts, cgroups below the
+/// pods' parent, network namespaces made by CNI.
+fn assert_pods_gone(c: &Containerd, parent: &str, netns_before: &[String]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut left = Vec::new();
+        left.extend(leaks::shim_processes(c).into_iter().map(|(pid, cmd)| format!("shim {pid}: {cmd}")));
+        left.extend(leaks::mounts_under(&c.dir).into_iter().map(|m| format!("mount {}", m.display())));
+        for hierarchy in ["memory", "pids", "cpu", "freezer"] {
+            let dir = PathBuf::from("/sys/fs/cgroup").join(hierarchy).join(parent.trim_start_matches('/'));
+            for child in fs::read_dir(&dir).into_iter().flatten().flatten().filter(|e| e.path().is_dir()) {
+                left.push(format!("cgroup {}", child.path().display()));
+            }
+        }
+        let netns: Vec<String> = netns_now().into_iter().filter(|n| !netns_before.contains(n)).collect();
+        left.extend(netns.into_iter().map(|n| format!("netns {n}")));
+        if left.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "left behind: {left:#?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn netns_now() -> Vec<String> {
+    fs::read_dir("/run/netns").into_iter().flatten().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with("cni-")).collect()
+}
+
+fn remove_parent_cgroups(parent: &str) {
+    for hierarchy in fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
+        let _ = fs::remove_dir(hierarchy.path().join(parent.trim_start_matches('/')));
+    }
+}
+
+/// The whole kubelet sequence for a pod with two containers on the CNI bridge.
+fn pod_lifecycle(version: Version) {
+    let c = Containerd::start_cri(version, "cri-pod", "");
+    let api = Cri::connect(&c.socket());
+    let netns_before = netns_now();
+    let parent = cgroup_parent(&format!("pod{}", version.dir_name().replace('.', "")));
+    let logs = c.dir.join("pod-logs");
+    fs::create_dir_all(&logs).unwrap();
+    let pod = cri::pod_config("web", &logs, &parent, false);
+    let pod_id = api.run_pod(&pod, "myshim").expect("RunPodSandbox");
+    let status = api.pod_status(&pod_id).unwrap();
+    assert_eq!(status.state, v1::PodSandboxState::SandboxReady as i32);
+    let pod_ip = status.network.as_ref().map(|n| n.ip.clone()).unwrap_or_default();
+    assert!(pod_ip.starts_with("10.88.77."), "the pod got an IP from the CNI bridge: {pod_ip:?}");
+
+    let app = api.create_container(&pod_id, &cri::container_config("app", image::BUSYBOX, &["sh", "-c", "echo started; echo oops >&2; sleep 1000"]), &pod).expect("CreateContainer");
+    api.start_container(&app).expect("StartContainer");
+    let status = api.container_status(&app).unwrap();
+    assert_eq!(status.state, v1::ContainerState::ContainerRunning as i32);
+
+    // Pod semantics, seen from inside.
+    let (code, out, err) = api.exec_sync(&app, &["sh", "-c", "hostname; ip -4 -o addr show eth0 | awk '{print $4}'; readlink /proc/self/ns/net /proc/1/ns/ipc; echo $$"]).unwrap();
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "web", "the pod's hostname");
+    assert!(lines[1].starts_with(&pod_ip), "the container sees the pod IP: {out}");
+    let (_, code_fail, _) = (0, api.exec_sync(&app, &["sh", "-c", "exit 7"]).unwrap().0, 0);
+    assert_eq!(code_fail, 7);
+
+    // The log file in CRI format, written by containerd from our stdio.
+    let log = logs.join("app.log");
+    wait_for(|| fs::read_to_string(&log).is_ok_and(|t| t.contains("oops")), "container log");
+    let text = fs::read_to_string(&log).unwrap();
+    assert!(text.lines().any(|l| l.contains(" stdout F started")), "{text}");
+    assert!(text.lines().any(|l| l.contains(" stderr F oops")), "{text}");
+
+    let stats = api.container_stats(&app).unwrap();
+    assert!(stats.memory.and_then(|m| m.working_set_bytes).is_some_and(|w| w.value > 0), "memory stats");
+    assert!(stats.cpu.and_then(|c| c.usage_core_nano_seconds).is_some_and(|u| u.value > 0), "cpu stats");
+
+    api.update_resources(&app, v1::LinuxContainerResources { memory_limit_in_bytes: 100 << 20, cpu_shares: 256, ..Default::default() }).expect("UpdateContainerResources");
+    let (_, limit, _) = api.exec_sync(&app, &["cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes"]).unwrap();
+    assert_eq!(limit.trim(), (100u64 << 20).to_string());
+
+    api.stop_container(&app, 2).expect("StopContainer");
+    assert_eq!(api.container_status(&app).unwrap().state, v1::ContainerState::ContainerExited as i32);
+    api.remove_container(&app).expect("RemoveContainer");
+    api.stop_pod(&pod_id).expect("StopPodSandbox");
+    api.remove_pod(&pod_id).expect("RemovePodSandbox");
+    assert!(api.list_pods().unwrap().is_empty(), "ListPodSandbox is empty at the end");
+    assert_pods_gone(&c, &parent, &netns_before);
+    remove_parent_cgroups(&parent);
+}
+
+/// The pause container's pid, from containerd (its task id is the pod's id).
+fn sandbox_pid(c: &Containerd, pod_id: &str) -> u32 {
+    let tasks = c.ctr(&["task", "ls"]).ok().stdout;
+    tasks.lines().find(|l| l.starts_with(pod_id)).and_then(|l| l.split_whitespace().nth(1)).and_then(|p| p.parse().ok()).expect("the sandbox task")
+}
+
+fn host_link(pid: u32, ns: &str) -> String {
+    fs::read_link(format!("/proc/{pid}/ns/{ns}")).unwrap().display().to_string()
+}
+
+/// App containers join the pause container's namespaces (and its pid namespace when the pod shares
+/// it), all containers of a pod live in one shim, and the pod's cgroup parent is honoured.
+fn pod_semantics(version: Version) {
+    let c = Containerd::start_cri(version, "cri-ns", "");
+    let api = Cri::connect(&c.socket());
+    let netns_before = netns_now();
+    let parent = cgroup_parent(&format!("ns{}", version.dir_name().replace('.', "")));
+    let logs = c.dir.join("pod-logs");
+    fs::create_dir_all(&logs).unwrap();
+    let mut pod = cri::pod_config("shared", &logs, &parent, false);
+    pod.linux.as_mut().unwrap().security_context.as_mut().unwrap().namespace_options.as_mut().unwrap().pid = v1::NamespaceMode::Pod as i32;
+    let pod_id = api.run_pod(&pod, "myshim").expect("RunPodSandbox");
+    let pause = sandbox_pid(&c, &pod_id);
+
+    let mut apps = Vec::new();
+    for name in ["one", "two"] {
+        let mut config = cri::container_config(name, image::BUSYBOX, &["sleep", "1000"]);
+        config.linux.as_mut().unwrap().security_context.as_mut().unwrap().namespace_options =
+            Some(v1::NamespaceOption { network: 0, pid: v1::NamespaceMode::Pod as i32, ipc: 0, target_id: String::new() });
+        let id = api.create_container(&pod_id, &config, &pod).expect("CreateContainer");
+        api.start_container(&id).expect("StartContainer");
+        apps.push(id);
+    }
+    for app in &apps {
+        let (code, out, err) = api.exec_sync(app, &["sh", "-c", "readlink /proc/self/ns/net; readlink /proc/self/ns/ipc; readlink /proc/self/ns/uts; hostname; ps -o args | grep -c '[/]pause'; grep memory /proc/self/cgroup"]).unwrap();
+        assert_eq!(code, 0, "{err}");
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines[0], host_link(pause, "net"), "same network namespace as the pause container");
+        assert_eq!(lines[1], host_link(pause, "ipc"));
+        assert_eq!(lines[2], host_link(pause, "uts"));
+        assert_eq!(lines[3], "shared");
+        assert_eq!(lines[4], "1", "the pause process is visible in the shared pid namespace: {out}");
+        assert!(lines[5].contains(&parent), "the pod's cgroup parent: {}", lines[5]);
+    }
+    let shims = leaks::shim_processes(&c);
+    assert_eq!(shims.len(), 1, "one shim for the pod: {shims:#?}");
+    assert_eq!(fs::read_to_string(format!("/proc/{pause}/stat")).unwrap().split_whitespace().nth(3).unwrap(), shims[0].0.to_string(), "the pause container is the shim's child");
+
+    // Removing the pod while its containers run stops and removes everything.
+    api.stop_pod(&pod_id).expect("StopPodSandbox");
+    api.remove_pod(&pod_id).expect("RemovePodSandbox");
+    assert!(api.list_containers().unwrap().is_empty());
+    assert!(api.list_pods().unwrap().is_empty());
+    assert_pods_gone(&c, &parent, &netns_before);
+    remove_parent_cgroups(&parent);
+}
+
+/// A pod on the node's network (here the test's own network namespace) needs no CNI.
+fn host_network_pod(version: Version) {
+    let c = Containerd::start_cri(version, "cri-host", "");
+    let api = Cri::connect(&c.socket());
+    let parent = cgroup_parent(&format!("host{}", version.dir_name().replace('.', "")));
+    let logs = c.dir.join("pod-logs");
+    fs::create_dir_all(&logs).unwrap();
+    let pod = cri::pod_config("hostnet", &logs, &parent, true);
+    let pod_id = api.run_pod(&pod, "myshim").expect("RunPodSandbox");
+    let app = api.create_container(&pod_id, &cri::container_config("app", image::BUSYBOX, &["sleep", "1000"]), &pod).unwrap();
+    api.start_container(&app).unwrap();
+    let (_, out, _) = api.exec_sync(&app, &["readlink", "/proc/self/ns/net"]).unwrap();
+    let containerd_netns = host_link(c.pid(), "net");
+    assert_eq!(out.trim(), containerd_netns, "the node's network namespace");
+    api.stop_pod(&pod_id).unwrap();
+    api.remove_pod(&pod_id).unwrap();
+    assert_pods_gone(&c, &parent, &netns_now());
+    remove_parent_cgroups(&parent);
+}
+
+/// The errors a cluster operator meets get a clear CRI error and leave nothing behind.
+fn operator_errors(version: Version) {
+    let c = Containerd::start_cri(version, "cri-errors", "");
+    let api = Cri::connect(&c.socket());
+    let netns_before = netns_now();
+    let parent = cgroup_parent(&format!("err{}", version.dir_name().replace('.', "")));
+    let logs = c.dir.join("pod-logs");
+    fs::create_dir_all(&logs).unwrap();
+    let pod = cri::pod_config("errors", &logs, &parent, false);
+
+    let unknown = api.run_pod(&pod, "no-such-handler").unwrap_err();
+    assert!(unknown.message().contains("no-such-handler"), "{}", unknown.message());
+
+    let pod_id = api.run_pod(&pod, "myshim").unwrap();
+    let missing = api.create_container(&pod_id, &cri::container_config("ghost", "localhost/myshim/no-such-image:latest", &["true"]), &pod).unwrap_err();
+    assert!(missing.message().contains("no-such-image"), "{}", missing.message());
+
+    let failed = api
+        .create_container(&pod_id, &cri::container_config("nocmd", image::BUSYBOX, &["/no/such/command"]), &pod)
+        .and_then(|id| api.start_container(&id).map(|()| id));
+    let err = failed.unwrap_err();
+    assert!(err.message().contains("/no/such/command"), "{}", err.message());
+    assert_eq!(api.pod_status(&pod_id).unwrap().state, v1::PodSandboxState::SandboxReady as i32, "the pod survives");
+
+    // A pod deleted while a container still runs.
+    let app = api.create_container(&pod_id, &cri::container_config("busy", image::BUSYBOX, &["sleep", "1000"]), &pod).unwrap();
+    api.start_container(&app).unwrap();
+    api.stop_pod(&pod_id).unwrap();
+    api.remove_pod(&pod_id).unwrap();
+    assert!(api.list_pods().unwrap().is_empty());
+    assert!(api.list_containers().unwrap().is_empty());
+    assert_pods_gone(&c, &parent, &netns_before);
+    remove_parent_cgroups(&parent);
+}
+
+macro_rules! for_versions {
+    ($($check:ident),*) => {
+        mod containerd_2_1 { use super::*; $( #[test] fn $check() { super::$check(Version::V2_1) } )* }
+        mod containerd_1_7 { use super::*; $( #[test] fn $check() { super::$check(Version::V1_7) } )* }
+    };
+}
+
+for_versions!(pod_lifecycle, pod_semantics, host_network_pod, operator_errors);
+
+/// The handler's `options` table reaches the shim (containerd 1.7 passes it as ConfigBody): here
+/// `protocol = "grpc"`, which 1.7 can hold.
+#[test]
+fn handler_options_select_grpc_on_containerd_1_7() {
+    let options = "  [plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.myshim.options]\n    protocol = \"grpc\"\n";
+    let c = Containerd::start_cri(Version::V1_7, "cri-grpc", options);
+    let api = Cri::connect(&c.socket());
+    let parent = cgroup_parent("grpc17");
+    let logs = c.dir.join("pod-logs");
+    fs::create_dir_all(&logs).unwrap();
+    let pod = cri::pod_config("grpcpod", &logs, &parent, false);
+    let pod_id = api.run_pod(&pod, "myshim").expect("RunPodSandbox");
+    let app = api.create_container(&pod_id, &cri::container_config("app", image::BUSYBOX, &["sleep", "1000"]), &pod).unwrap();
+    api.start_container(&app).unwrap();
+    assert_eq!(api.exec_sync(&app, &["echo", "over grpc"]).unwrap().1, "over grpc\n");
+    let address = fs::read_to_string(c.bundle(&pod_id).join("address")).unwrap();
+    assert!(address.contains("\"protocol\":\"grpc\""), "{address}");
+    api.stop_pod(&pod_id).unwrap();
+    api.remove_pod(&pod_id).unwrap();
+    assert_pods_gone(&c, &parent, &netns_now());
+    remove_parent_cgroups(&parent);
+}
