@@ -20,6 +20,7 @@ const FILES: &[&str] = &[
     "github.com/containerd/cgroups/v3/cgroup1/stats/metrics.proto",
     "github.com/containerd/cgroups/v3/cgroup2/stats/metrics.proto",
     "k8s.io/cri-api/pkg/apis/runtime/v1/api.proto",
+    "github.com/containerd/ttrpc/request.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

@@ -107,7 +107,5 @@ impl TasksApi {
 
 /// A fifo a test creates for a process's stream (the shim never creates them).
 pub fn make_fifo(path: &Path) {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-    // SAFETY: creating a fifo at a path of the test's own scratch directory.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo {}", path.display());
+    nix::unistd::mkfifo(path, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap_or_else(|e| panic!("mkfifo {}: {e}", path.display()));
 }

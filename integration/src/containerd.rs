@@ -272,9 +272,7 @@ fn spawn(version: Version, dir: &Path, netns: Option<&str>) -> Child {
 }
 
 fn stop_process(child: &mut Child) {
-    let pid = child.id() as i32;
-    // SAFETY: signalling a child we started, by its pid.
-    unsafe { libc::kill(pid, libc::SIGTERM) };
+    leaks::signal(child.id(), nix::sys::signal::Signal::SIGTERM);
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline {
         if let Ok(Some(_)) = child.try_wait() {

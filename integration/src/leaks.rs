@@ -40,9 +40,7 @@ pub fn clean_up(containerd: &Containerd) {
         kill(pid);
     }
     for mount in mounts_under(&containerd.dir) {
-        let path = std::ffi::CString::new(mount.as_os_str().as_encoded_bytes()).unwrap();
-        // SAFETY: unmounting a path we mounted for this test.
-        unsafe { libc::umount2(path.as_ptr(), libc::MNT_DETACH) };
+        let _ = nix::mount::umount2(&mount, nix::mount::MntFlags::MNT_DETACH);
     }
     std::thread::sleep(std::time::Duration::from_millis(50));
     for dir in cgroup_dirs(&containerd.namespace) {
@@ -55,8 +53,12 @@ pub fn clean_up(containerd: &Containerd) {
 }
 
 fn kill(pid: u32) {
-    // SAFETY: signalling one process identified by pid as belonging to this test.
-    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    signal(pid, nix::sys::signal::Signal::SIGKILL);
+}
+
+/// Sends `signal` to one process the test started (or found to belong to it), by pid.
+pub fn signal(pid: u32, signal: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal);
 }
 
 /// Shim daemons started for this instance (their command line names its socket).
@@ -114,7 +116,7 @@ fn subdirectories(dir: &Path) -> Vec<PathBuf> {
     fs::read_dir(dir).into_iter().flatten().flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).map(|e| e.path()).collect()
 }
 
-fn remove_cgroup_tree(dir: &Path) {
+pub fn remove_cgroup_tree(dir: &Path) {
     if let Ok(entries) = fs::read_dir(dir) {
         for entry in entries.flatten() {
             if entry.file_type().is_ok_and(|t| t.is_dir()) {

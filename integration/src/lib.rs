@@ -6,11 +6,14 @@
 //! a test fails.
 
 pub mod api;
+pub mod bundle;
 pub mod containerd;
 pub mod cri;
+pub mod direct;
 pub mod events;
 pub mod image;
 pub mod leaks;
 pub mod paths;
+pub mod ttrpc;
 
 pub use containerd::{Containerd, Version};

@@ -160,8 +160,7 @@ fn shim_killed(setup: Setup) {
     c.run_detached("orphan", &["sleep", "1000"]);
     let shims = leaks::shim_processes(&c);
     assert_eq!(shims.len(), 1);
-    // SAFETY: killing the shim this test started, by pid.
-    unsafe { libc::kill(shims[0].0 as i32, libc::SIGKILL) };
+    leaks::signal(shims[0].0, nix::sys::signal::Signal::SIGKILL);
     wait_for(|| leaks::container_processes(&c.namespace).is_empty(), "container processes gone after the shim died");
     wait_for(|| c.task_status("orphan").as_deref() != Some("RUNNING"), "task not running");
     let _ = c.ctr(&["task", "delete", "orphan"]);

@@ -5,7 +5,8 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use myshim_integration::paths;
+use myshim_integration::api::make_fifo;
+use myshim_integration::{leaks, paths};
 
 fn shim(args: &[&str], cwd: &Path) -> Output {
     Command::new(paths::shim_binary())
@@ -37,7 +38,7 @@ fn start_prints_only_the_reply_and_groups() {
         let bundle = dir.join(id);
         std::fs::create_dir_all(&bundle).unwrap();
         std::fs::write(bundle.join("config.json"), r#"{"annotations":{"io.containerd.runc.v2.group":"pod"}}"#).unwrap();
-        nix_mkfifo(&bundle.join("log"));
+        make_fifo(&bundle.join("log"));
         bundles.push(bundle);
     }
     let start = |id: &str, bundle: &Path| shim(&["-namespace", "ns", "-address", &address, "-publish-binary", "/bin/true", "-id", id, "start"], bundle);
@@ -59,17 +60,10 @@ fn start_prints_only_the_reply_and_groups() {
 
     let record: serde_json::Value = serde_json::from_slice(&std::fs::read(format!("{socket}.myshim.json")).unwrap()).unwrap();
     let pid = record["pid"].as_u64().unwrap() as u32;
-    // SAFETY: signalling the daemon this test started, by pid.
-    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    leaks::signal(pid, nix::sys::signal::Signal::SIGTERM);
     wait_gone(pid);
     assert!(!Path::new(&socket).exists(), "socket removed on exit");
     std::fs::remove_dir_all(&dir).unwrap();
-}
-
-fn nix_mkfifo(path: &Path) {
-    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).unwrap();
-    // SAFETY: creating a fifo at a path of this test.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
 }
 
 /// `delete` for a bundle that is already gone succeeds quickly with a DeleteResponse, every time.
@@ -106,7 +100,7 @@ fn unconnected_daemon_exits_by_itself() {
     let bundle = dir.join("bundle");
     std::fs::create_dir_all(&bundle).unwrap();
     std::fs::write(bundle.join("config.json"), "{}").unwrap();
-    nix_mkfifo(&bundle.join("log"));
+    make_fifo(&bundle.join("log"));
     std::fs::write(dir.join("myshim.toml"), "idle_exit_seconds = 1\n").unwrap();
     let address = dir.join("containerd.sock").display().to_string();
     let out = Command::new(paths::shim_binary())

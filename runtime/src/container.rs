@@ -23,6 +23,7 @@ use crate::mounts::{mount_rootfs, unmount_recursive, RootfsMount};
 use crate::process::channel::{Channel, Directive, Report};
 use crate::process::init::InitPlan;
 use crate::process::exec::{ExecPlan, JOIN_ORDER};
+use crate::process::executable::HelperExecutable;
 use crate::process::{spawn, HELPER_ARG, MODE_EXEC, MODE_INIT};
 use crate::spec;
 use crate::state::{validate_id, State, EXEC_FIFO};
@@ -34,18 +35,40 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long destroy waits for the container's processes to die.
 const DESTROY_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How the runtime starts and waits for processes: the helper binary (an executable whose `main`
-/// calls [`crate::process::run_helper_if_requested`] first; the shim and the CLI use themselves) and
-/// the caller's way of waiting for its children (hooks).
+/// How the runtime starts and waits for processes: helpers run the caller's own binary (whose `main`
+/// calls [`crate::process::run_helper_if_requested`] first), and the caller has its way of waiting
+/// for its children (hooks).
 #[derive(Clone)]
 pub struct Runtime {
-    pub helper: PathBuf,
+    helper: Arc<OwnBinary>,
     pub waiter: Arc<dyn ChildWaiter>,
+}
+
+impl Runtime {
+    pub fn with_waiter(waiter: Arc<dyn ChildWaiter>) -> Runtime {
+        Runtime { helper: Arc::default(), waiter }
+    }
 }
 
 impl Default for Runtime {
     fn default() -> Self {
-        Runtime { helper: PathBuf::from("/proc/self/exe"), waiter: Arc::new(DirectWaiter) }
+        Runtime::with_waiter(Arc::new(DirectWaiter))
+    }
+}
+
+/// This process's executable, opened for helpers on first use and kept open.
+#[derive(Default)]
+struct OwnBinary(std::sync::Mutex<Option<Arc<HelperExecutable>>>);
+
+impl OwnBinary {
+    fn get(&self) -> Result<Arc<HelperExecutable>> {
+        let mut opened = self.0.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(executable) = opened.as_ref() {
+            return Ok(executable.clone());
+        }
+        let executable = Arc::new(HelperExecutable::open(Path::new("/proc/self/exe"))?);
+        *opened = Some(executable.clone());
+        Ok(executable)
     }
 }
 
@@ -493,8 +516,9 @@ impl Helper<'_> {
         let (mut control, helper_end) = Channel::pair().context(|| "create the control socket".into())?;
         let helper_end = OwnedFd::from(helper_end);
         let stdio = self.stdio;
-        let helper_pid = spawn::spawn_helper(&runtime.helper, &["myshim-init", HELPER_ARG, self.mode], [&stdio.stdin, &stdio.stdout, &stdio.stderr], &helper_end)
-            .context(|| format!("start the {} helper {}", self.mode, runtime.helper.display()))?;
+        let executable = runtime.helper.get()?;
+        let helper_pid = spawn::spawn_helper(&executable, &["myshim-init", HELPER_ARG, self.mode], [&stdio.stdin, &stdio.stdout, &stdio.stderr], &helper_end)
+            .context(|| format!("start the {} helper {}", self.mode, executable.path().display()))?;
         drop(helper_end);
         pids.push(helper_pid);
         if let Some(cgroup) = self.cgroup {

@@ -41,7 +41,7 @@ async fn run(flags: &Flags, protocol: Protocol, listener: UnixListener, idle_exi
     let mut sigterm = signal(SignalKind::terminate()).context("watch SIGTERM")?;
 
     let (queue, receiver) = events::queue();
-    let core = TaskCore::new(queue, myshim_runtime::Runtime::default().helper, flags.namespace.clone());
+    let core = TaskCore::new(queue, flags.namespace.clone());
     if flags.keepalive {
         keepalive::start(core.events(), flags.address.clone(), flags.namespace.clone());
     }

@@ -9,8 +9,9 @@
 //! 1. In the caller, everything is prepared up front: the argument and environment arrays, the stdio
 //!    descriptors and a control socket, staged at high descriptor numbers.
 //! 2. [`spawn`] calls the raw `clone` system call; the child only `dup2`s the staged descriptors into
-//!    place and `execve`s the helper binary (the caller's own executable, which calls
-//!    [`run_helper_if_requested`] first thing in `main`).
+//!    place and `execveat`s the helper binary (the caller's own executable, which calls
+//!    [`run_helper_if_requested`] first thing in `main`), by a descriptor that leads to it through a
+//!    read-only mount ([`executable`]).
 //! 3. The helper is a fresh single-threaded process. It reads its plan from the control socket, joins
 //!    or creates the namespaces, forks once when the pid namespace changes (the child becomes the
 //!    container's pid 1, or the exec'd process, and the helper reports its host pid and exits), then
@@ -29,6 +30,7 @@
 
 pub(crate) mod channel;
 pub(crate) mod exec;
+pub mod executable;
 pub(crate) mod init;
 mod launch;
 mod security;

@@ -8,6 +8,7 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
+use super::executable::HelperExecutable;
 use crate::sys::dup_above;
 
 /// Descriptor number the helper finds its control channel at.
@@ -22,20 +23,31 @@ const MAX_PLACED: usize = 8;
 
 /// Starts the helper binary `exe` with `args` and an empty environment; the child gets `stdio` at 0,
 /// 1, 2 and `control` at [`CONTROL_FD`]. Returns the child's pid.
-pub(crate) fn spawn_helper(exe: &Path, args: &[&str], stdio: [&OwnedFd; 3], control: &OwnedFd) -> io::Result<u32> {
+pub(crate) fn spawn_helper(exe: &HelperExecutable, args: &[&str], stdio: [&OwnedFd; 3], control: &OwnedFd) -> io::Result<u32> {
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    spawn(exe, &args, &[], &[(stdio[0], 0), (stdio[1], 1), (stdio[2], 2), (control, CONTROL_FD)])
+    let placed = [(stdio[0], 0), (stdio[1], 1), (stdio[2], 2), (control, CONTROL_FD)];
+    start(Program::Descriptor(exe.raw_fd()), &args, &[], &placed)
 }
 
 /// Starts `program` with `args` (argv[0] included) and `env`, each `(descriptor, number)` placed at
 /// that number in the child and everything else closed at exec. Returns the child's pid; the caller's
 /// reaper collects its exit.
 pub fn spawn(program: &Path, args: &[String], env: &[String], placed: &[(&OwnedFd, RawFd)]) -> io::Result<u32> {
+    let program = CString::new(program.as_os_str().as_bytes()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "program path contains NUL"))?;
+    start(Program::Path(&program), args, env, placed)
+}
+
+/// What the child executes: a path, or an open descriptor (`execveat` with `AT_EMPTY_PATH`).
+enum Program<'a> {
+    Path(&'a CStr),
+    Descriptor(RawFd),
+}
+
+fn start(program: Program, args: &[String], env: &[String], placed: &[(&OwnedFd, RawFd)]) -> io::Result<u32> {
     if placed.len() > MAX_PLACED {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "too many descriptors to place"));
     }
     let c = |s: &[u8]| CString::new(s).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "argument contains NUL"));
-    let program = c(program.as_os_str().as_bytes())?;
     let args: Vec<CString> = args.iter().map(|a| c(a.as_bytes())).collect::<io::Result<_>>()?;
     let env: Vec<CString> = env.iter().map(|e| c(e.as_bytes())).collect::<io::Result<_>>()?;
     let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
@@ -49,14 +61,17 @@ pub fn spawn(program: &Path, args: &[String], env: &[String], placed: &[(&OwnedF
     for (i, ((_, target), staged)) in placed.iter().zip(&staged).enumerate() {
         moves[i] = (staged.as_raw_fd(), *target);
     }
-    clone_and_exec(&program, &argv, &envp, &moves[..placed.len()])
+    clone_and_exec(program, &argv, &envp, &moves[..placed.len()])
 }
 
-fn clone_and_exec(exe: &CStr, argv: &[*const libc::c_char], envp: &[*const libc::c_char], moves: &[(RawFd, RawFd)]) -> io::Result<u32> {
+fn clone_and_exec(program: Program, argv: &[*const libc::c_char], envp: &[*const libc::c_char], moves: &[(RawFd, RawFd)]) -> io::Result<u32> {
+    let empty = c"";
     // SAFETY: a plain clone without CLONE_VM gives the child a copy of this address space with a single
     // thread. The child touches only memory prepared above (the CStrings, pointer arrays and the move
     // table, all alive until after this function returns in the parent) and calls only the
-    // async-signal-safe system calls dup2, execve and _exit: no allocation, no locks, no unwinding.
+    // async-signal-safe system calls dup2, execve(at) and _exit: no allocation, no locks, no unwinding.
+    // The program's descriptor may be close-on-exec: execveat of a binary (not a script) opens it
+    // before descriptors are closed.
     unsafe {
         let pid = libc::syscall(libc::SYS_clone, libc::SIGCHLD as libc::c_ulong, 0usize, 0usize, 0usize, 0usize);
         if pid == 0 {
@@ -65,7 +80,12 @@ fn clone_and_exec(exe: &CStr, argv: &[*const libc::c_char], envp: &[*const libc:
                     libc::_exit(126);
                 }
             }
-            libc::execve(exe.as_ptr(), argv.as_ptr(), envp.as_ptr());
+            match program {
+                Program::Path(path) => libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()),
+                Program::Descriptor(fd) => {
+                    libc::syscall(libc::SYS_execveat, fd, empty.as_ptr(), argv.as_ptr(), envp.as_ptr(), libc::AT_EMPTY_PATH) as libc::c_int
+                }
+            };
             libc::_exit(127);
         }
         if pid < 0 {

@@ -153,9 +153,9 @@ pub struct TaskCore {
 }
 
 impl TaskCore {
-    /// A core whose runtime spawns helpers from `helper` (the shim's own binary) and waits for the
-    /// children it starts (hooks) through this core's reaper. Call inside the tokio runtime.
-    pub fn new(events: events::EventQueue, helper: PathBuf, namespace: String) -> Arc<TaskCore> {
+    /// A core whose runtime spawns helpers from the shim's own binary and waits for the children it
+    /// starts (hooks) through this core's reaper. Call inside the tokio runtime.
+    pub fn new(events: events::EventQueue, namespace: String) -> Arc<TaskCore> {
         let pids = Arc::new(Mutex::new(PidTable::default()));
         let waiter = Arc::new(ReaperWaiter { pids: pids.clone(), tokio: tokio::runtime::Handle::current() });
         Arc::new(TaskCore {
@@ -163,7 +163,7 @@ impl TaskCore {
             creating: Mutex::new(HashSet::new()),
             pids,
             events,
-            runtime: myshim_runtime::Runtime { helper, waiter },
+            runtime: myshim_runtime::Runtime::with_waiter(waiter),
             namespace,
             shim_pid: std::process::id(),
             shutdown_requested: Mutex::new(false),
