@@ -232,6 +232,12 @@ impl Containerd {
         stop_process(&mut self.process);
     }
 
+    /// Kills containerd with SIGKILL (no chance to clean up) and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+
     /// Starts containerd again on the same directory (after [`Containerd::stop`]).
     pub fn restart(&mut self) {
         self.process = spawn(self.version, &self.dir, self.netns.as_deref());

@@ -122,16 +122,4 @@ impl TtrpcClient {
     pub fn send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.stream.write_all(bytes)
     }
-
-    /// Whether the peer closed the connection (reads end-of-file or an error within `timeout`).
-    pub fn closed_within(&mut self, timeout: Duration) -> bool {
-        let _ = self.stream.set_read_timeout(Some(timeout));
-        let mut byte = [0u8; 1];
-        let closed = match self.stream.read(&mut byte) {
-            Ok(n) => n == 0,
-            Err(e) => !matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut),
-        };
-        let _ = self.stream.set_read_timeout(Some(Duration::from_secs(60)));
-        closed
-    }
 }

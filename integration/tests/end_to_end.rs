@@ -166,6 +166,8 @@ fn shim_killed(setup: Setup) {
     let _ = c.ctr(&["task", "delete", "orphan"]);
     c.ctr(&["container", "rm", "orphan"]).ok();
     assert!(leaks::mounts_under(&c.dir).is_empty(), "rootfs unmounted");
+    assert!(!c.bundle("orphan").exists(), "bundle (state, log fifo, address) removed");
+    assert!(leaks::cgroup_dirs(&c.namespace).iter().all(|d| !d.join("orphan").exists()), "cgroup removed");
     let again = c.run("orphan", &[], &["echo", "again"]).ok();
     assert_eq!(again.stdout, "again\n");
     c.assert_no_leftovers();

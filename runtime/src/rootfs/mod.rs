@@ -145,7 +145,7 @@ fn mount_in_root(root: &OwnedFd, m: &Mount, cgroup: Option<&Cgroup>) -> Result<(
         other => other,
     }
     .map_err(|e| match e {
-        Error::Io { source, .. } => Error::io(format!("mount {kind} on {}", destination.display()), source),
+        Error::Io { source: error, .. } => Error::io(format!("mount {kind} {source} on {}", destination.display()), error),
         other => other,
     })
 }

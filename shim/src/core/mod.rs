@@ -658,7 +658,14 @@ impl TaskCore {
             .filter(|e| e.is_alive())
             .filter_map(|e| Some((e.pid(), e.exec_id.clone()?)))
             .collect();
-        Ok(pids.into_iter().map(|pid| ProcessInfo { pid, exec_id: exec_pids.get(&pid).cloned() }).collect())
+        let mut listed: Vec<ProcessInfo> = pids.into_iter().map(|pid| ProcessInfo { pid, exec_id: exec_pids.get(&pid).cloned() }).collect();
+        // containerd (1.7, 2.x) deletes the task of a shim whose Pids is empty when it reloads shims after a
+        // restart, taking it for one left over from an interrupted create: a container that exited while
+        // containerd was away would lose its exit status. Until it is deleted, its exited init is listed.
+        if listed.is_empty() && container.init.exit().is_some() {
+            listed.push(ProcessInfo { pid: container.init.pid(), exec_id: None });
+        }
+        Ok(listed)
     }
 
     pub fn connect(&self, id: &str) -> ConnectInfo {
