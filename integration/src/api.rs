@@ -82,6 +82,12 @@ impl TasksApi {
         self.runtime.block_on(client.delete_process(request)).map(|r| r.into_inner().exit_status)
     }
 
+    pub fn kill(&self, container: &str, exec_id: &str, signal: u32) -> Result<(), tonic::Status> {
+        let request = self.request(tasks::KillRequest { container_id: container.into(), exec_id: exec_id.into(), signal, all: false });
+        let mut client = self.client.clone();
+        self.runtime.block_on(client.kill(request)).map(drop)
+    }
+
     pub fn resize_pty(&self, container: &str, exec_id: &str, width: u32, height: u32) -> Result<(), tonic::Status> {
         let request = self.request(tasks::ResizePtyRequest { container_id: container.into(), exec_id: exec_id.into(), width, height });
         let mut client = self.client.clone();

@@ -24,7 +24,7 @@ use prost::Message;
 use tonic::transport::Channel;
 
 use crate::ttrpc::{read_frame, write_frame, CallError, TtrpcClient, MESSAGE_RESPONSE};
-use crate::{api, leaks, paths};
+use crate::{api, leaks, paths, procfs};
 
 /// A received event: its topic and the container it is about.
 #[derive(Debug, Clone)]
@@ -360,30 +360,12 @@ impl DirectShim {
         format!("/{}/{}", self.namespace, id)
     }
 
-    /// The shim's open descriptors and resident memory in KiB.
     pub fn usage(&self) -> (usize, u64) {
-        let fds = fs::read_dir(format!("/proc/{}/fd", self.pid)).map(|d| d.count()).unwrap_or(0);
-        let status = fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap_or_default();
-        let rss = status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok()).unwrap_or(0);
-        (fds, rss)
-    }
-
-    /// Zombie children of the shim.
-    pub fn zombies(&self) -> Vec<u32> {
-        fs::read_dir("/proc")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-            .filter(|pid| {
-                let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-                status.contains("State:\tZ") && status.lines().any(|l| l == format!("PPid:\t{}", self.pid))
-            })
-            .collect()
+        procfs::usage(self.pid)
     }
 
     pub fn alive(&self) -> bool {
-        Path::new(&format!("/proc/{}", self.pid)).exists() && !fs::read_to_string(format!("/proc/{}/status", self.pid)).unwrap_or_default().contains("State:\tZ")
+        procfs::alive(self.pid)
     }
 }
 

@@ -14,6 +14,7 @@ pub mod events;
 pub mod image;
 pub mod leaks;
 pub mod paths;
+pub mod procfs;
 pub mod ttrpc;
 
 pub use containerd::{Containerd, Version};

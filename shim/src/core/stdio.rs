@@ -15,8 +15,9 @@
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -31,6 +32,8 @@ use super::types::{Exit, StdioPaths};
 const LOGGER_READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a logging driver gets between SIGTERM and SIGKILL.
 const LOGGER_STOP_TIMEOUT: Duration = Duration::from_secs(12);
+/// Draining output gives up when nothing moved for this long (the client stopped reading).
+const OUTPUT_STALL: Duration = Duration::from_secs(1);
 
 type Sink = Box<dyn AsyncWrite + Send + Unpin>;
 
@@ -50,6 +53,8 @@ struct Logger {
 pub struct ProcessIo {
     input: Option<JoinHandle<()>>,
     outputs: Vec<JoinHandle<()>>,
+    /// Bytes the output copies moved so far, to tell a slow drain from a stuck one.
+    copied: Arc<AtomicU64>,
     stdin_keeper: Mutex<Option<pipe::Sender>>,
     /// Readers held on output fifos (never read), and pipe ends that must outlive the container's.
     _keep_open: Vec<OwnedFd>,
@@ -114,6 +119,7 @@ pub async fn setup(paths: &StdioPaths, context: &IoContext<'_>) -> TaskResult<(m
     let mut io = ProcessIo {
         input: None,
         outputs: Vec::new(),
+        copied: Arc::default(),
         stdin_keeper: Mutex::new(None),
         _keep_open: Vec::new(),
         terminal_ends: None,
@@ -182,7 +188,7 @@ fn output_to_fifo(name: &str, path: &str, io: &mut ProcessIo) -> TaskResult<Owne
     }
     let fifo = open_output_fifo(name, path, &mut io._keep_open)?;
     let (container_end, from_container) = pipe::pipe().map_err(io_error(format!("create {name} pipe")))?;
-    io.outputs.push(tokio::spawn(copy_output(from_container, Box::new(fifo))));
+    io.outputs.push(tokio::spawn(copy_output(from_container, Box::new(fifo), io.copied.clone())));
     blocking(|| container_end.into_blocking_fd(), &format!("{name} pipe"))
 }
 
@@ -264,8 +270,18 @@ async fn copy_input(mut from: pipe::Receiver, mut to: pipe::Sender) {
 
 /// Copies until every writer of `from` is gone (for a pty master: until the read fails with EIO once
 /// every slave is closed); dropping `to` then gives the client end-of-file.
-async fn copy_output(mut from: impl AsyncRead + Unpin, mut to: Sink) {
-    let _ = tokio::io::copy(&mut from, &mut to).await;
+async fn copy_output(mut from: impl AsyncRead + Unpin, mut to: Sink, copied: Arc<AtomicU64>) {
+    let mut buffer = vec![0u8; 32 << 10];
+    loop {
+        let n = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        if to.write_all(&buffer[..n]).await.is_err() {
+            break;
+        }
+        copied.fetch_add(n as u64, Ordering::Relaxed);
+    }
     let _ = to.flush().await;
 }
 
@@ -285,7 +301,7 @@ impl ProcessIo {
         }
         if let Some(stdout) = stdout {
             let from_master = pipe::Receiver::from_owned_fd_unchecked(master).map_err(io_error("terminal output".into()))?;
-            self.outputs.push(tokio::spawn(copy_output(from_master, stdout)));
+            self.outputs.push(tokio::spawn(copy_output(from_master, stdout, self.copied.clone())));
         }
         Ok(())
     }
@@ -299,15 +315,25 @@ impl ProcessIo {
         }
     }
 
-    /// Waits (bounded) until the process's output has been copied out.
-    pub async fn wait_for_output(&mut self, timeout: Duration) {
-        let copies = std::mem::take(&mut self.outputs);
-        let all = async {
-            for copy in copies {
-                let _ = copy.await;
+    /// Waits until the process's output has been copied out, at most `limit`, and gives up sooner when
+    /// the copies stop moving (a client that went away leaves its fifo full). Copies still running
+    /// then are stopped when this is dropped.
+    pub async fn wait_for_output(&mut self, limit: Duration) {
+        let deadline = Instant::now() + limit;
+        let mut moved = self.copied.load(Ordering::Relaxed);
+        for copy in &mut self.outputs {
+            loop {
+                if tokio::time::timeout(OUTPUT_STALL, &mut *copy).await.is_ok() {
+                    break;
+                }
+                let now = self.copied.load(Ordering::Relaxed);
+                if now == moved || Instant::now() >= deadline {
+                    tracing::warn!(copied = now, "output not drained: nobody reads it");
+                    return;
+                }
+                moved = now;
             }
-        };
-        let _ = tokio::time::timeout(timeout, all).await;
+        }
     }
 
     /// Lets stdin reach end-of-file once the client closes its end.
