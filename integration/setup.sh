@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sets up a fresh Debian 12 machine for myshim and runs the demo:
 #   - Debian packages: busybox-static (the test image), runc and crun (peers for comparison),
-#     CNI plugins, build tools;
+#     CNI plugins, build tools (gcc builds the escape tests' static helper);
 #   - containerd 1.6, 1.7 and 2.1 side by side under /opt/myshim (system apt configuration untouched);
 #   - builds the workspace and the busybox image;
 #   - runs a container through myshim on a private containerd of each version.
@@ -14,7 +14,7 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
-packages=(busybox-static runc crun containernetworking-plugins libseccomp-dev pkg-config iproute2 python3 util-linux)
+packages=(busybox-static runc crun containernetworking-plugins libseccomp-dev pkg-config iproute2 python3 util-linux gcc libc6-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -6,6 +6,11 @@
 
 The layer is reproducible: sorted names, mtime 0, uid/gid 0. With --pause the image's entrypoint is a
 script that sleeps until SIGTERM and then exits 0 (a Kubernetes pause container).
+
+Extra entries (for the escape tests' hostile image), each option repeatable:
+  --add PATH=SOURCE[:MODE]        a file copied from SOURCE (mode in octal, default 0755)
+  --symlink PATH=TARGET           a symbolic link
+  --device PATH=c|b:MAJOR:MINOR   a character or block device node
 """
 import argparse
 import gzip
@@ -13,6 +18,7 @@ import hashlib
 import io
 import json
 import os
+import stat
 import subprocess
 import sys
 import tarfile
@@ -60,6 +66,17 @@ def layer_tar(entries):
                 info.linkname = data
                 info.mode = 0o777
                 tar.addfile(info)
+            elif kind == "device":
+                device_type, major, minor = data
+                info.type = tarfile.CHRTYPE if device_type == "c" else tarfile.BLKTYPE
+                info.devmajor, info.devminor = major, minor
+                info.mode = 0o666
+                tar.addfile(info)
+            elif kind == "file-mode":
+                mode, content = data
+                info.mode = mode
+                info.size = len(content)
+                tar.addfile(info, io.BytesIO(content))
             else:
                 info.mode = 0o755 if kind == "exec" else 0o644
                 info.size = len(data)
@@ -78,6 +95,16 @@ def write_rootfs(entries, root):
         elif kind == "link":
             if not os.path.lexists(full):
                 os.symlink(data, full)
+        elif kind == "device":
+            device_type, major, minor = data
+            kind_bits = stat.S_IFCHR if device_type == "c" else stat.S_IFBLK
+            if not os.path.lexists(full):
+                os.mknod(full, kind_bits | 0o666, os.makedev(major, minor))
+        elif kind == "file-mode":
+            mode, content = data
+            with open(full, "wb") as f:
+                f.write(content)
+            os.chmod(full, mode)
         else:
             with open(full, "wb") as f:
                 f.write(data)
@@ -143,10 +170,32 @@ def main():
     parser.add_argument("--out", help="image archive to write")
     parser.add_argument("--rootfs", help="write the root filesystem into this directory instead")
     parser.add_argument("--pause", action="store_true", help="a pause image (entrypoint /pause)")
+    parser.add_argument("--add", action="append", default=[], metavar="PATH=SOURCE[:MODE]")
+    parser.add_argument("--symlink", action="append", default=[], metavar="PATH=TARGET")
+    parser.add_argument("--device", action="append", default=[], metavar="PATH=c|b:MAJOR:MINOR")
     args = parser.parse_args()
     if not os.path.exists(BUSYBOX):
         sys.exit(f"build-image: {BUSYBOX} is missing (install busybox-static)")
     entries = rootfs_entries(args.pause)
+    for spec in args.add:
+        path, source = spec.split("=", 1)
+        source, _, mode = source.partition(":")
+        with open(source, "rb") as f:
+            entries[path.lstrip("/")] = ("file-mode", (int(mode or "755", 8), f.read()))
+    for spec in args.symlink:
+        path, target = spec.split("=", 1)
+        entries[path.lstrip("/")] = ("link", target)
+    for spec in args.device:
+        path, node = spec.split("=", 1)
+        device_type, major, minor = node.split(":")
+        if device_type not in ("c", "b"):
+            parser.error(f"--device {spec}: type must be c or b")
+        entries[path.lstrip("/")] = ("device", (device_type, int(major), int(minor)))
+    for path in list(entries):
+        parent = os.path.dirname(path)
+        while parent and parent not in entries:
+            entries[parent] = ("dir", None)
+            parent = os.path.dirname(parent)
     if args.rootfs:
         write_rootfs(entries, args.rootfs)
     elif args.ref and args.out:

@@ -1,6 +1,6 @@
 //! The busybox image, built once per test run from Debian's busybox-static (no registry).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
@@ -34,14 +34,52 @@ pub fn pause_archive() -> PathBuf {
 }
 
 fn build(out: &std::path::Path, reference: &str, pause: bool) {
+    let extra: &[String] = if pause { &["--pause".to_owned()] } else { &[] };
+    build_with(out, reference, extra);
+}
+
+fn build_with(out: &Path, reference: &str, extra: &[String]) {
     let script = paths::workspace().join("integration/scripts/build-image.py");
-    let mut command = Command::new("python3");
-    command.arg(&script).args(["--ref", reference, "--out"]).arg(out);
-    if pause {
-        command.arg("--pause");
-    }
-    let status = command.status().expect("run build-image.py");
+    let status = Command::new("python3").arg(&script).args(["--ref", reference, "--out"]).arg(out).args(extra).status().expect("run build-image.py");
     assert!(status.success(), "building image {reference} failed");
+}
+
+/// The image of the escape tests: busybox plus hostile content.
+pub const HOSTILE: &str = "localhost/myshim/hostile:latest";
+
+/// Where the hostile image's `/hostdir` symlink points (climbing out of the root filesystem).
+pub fn hostile_symlink_target() -> PathBuf {
+    PathBuf::from(format!("/tmp/myshim-escape-target-{}", std::process::id()))
+}
+
+/// Builds the hostile image into `dir`: `/escape` (integration/escape/escape.c, static) and a setuid
+/// root copy `/escape-suid`; `/evil-sh`, a script whose interpreter is `/proc/self/exe`; device nodes
+/// `/evil/mem` (c 1:1) and `/evil/sda` (b 8:0); symlinks `/sneaky -> /` and `/hostdir`, which climbs
+/// out of the root to [`hostile_symlink_target`]. Like a typical glibc-based image, it carries the
+/// shared libraries the shim binary links, so the kernel can run that binary inside the container.
+pub fn hostile_archive(dir: &Path) -> PathBuf {
+    let escape = dir.join("escape");
+    let source = paths::workspace().join("integration/escape/escape.c");
+    let status = Command::new("gcc").args(["-static", "-O2", "-Wall", "-o"]).arg(&escape).arg(&source).status().expect("run gcc (did integration/setup.sh run?)");
+    assert!(status.success(), "compiling {} failed", source.display());
+    let script = dir.join("evil-sh");
+    std::fs::write(&script, "#!/proc/self/exe\n").unwrap();
+    let out = dir.join("hostile-image.tar");
+    let climb = format!("/hostdir=../../../../../../../..{}", hostile_symlink_target().display());
+    let extra: Vec<String> = [
+        format!("--add=/escape={}", escape.display()),
+        format!("--add=/escape-suid={}:4755", escape.display()),
+        format!("--add=/evil-sh={}", script.display()),
+        "--device=/evil/mem=c:1:1".into(),
+        "--device=/evil/sda=b:8:0".into(),
+        "--symlink=/sneaky=/".into(),
+        format!("--symlink={climb}"),
+    ]
+    .into_iter()
+    .chain(shared_libraries(&paths::shim_binary()).into_iter().map(|(path, file)| format!("--add={}={}", path.display(), file.display())))
+    .collect();
+    build_with(&out, HOSTILE, &extra);
+    out
 }
 
 /// What `ls /` prints in a container of the busybox image.
@@ -52,4 +90,23 @@ pub fn busybox_root_listing() -> Vec<String> {
         .collect();
     names.sort();
     names
+}
+
+/// The shared libraries (and the dynamic loader) `binary` needs: (path it is looked up at, file).
+fn shared_libraries(binary: &Path) -> Vec<(PathBuf, PathBuf)> {
+    let output = Command::new("ldd").arg(binary).output().expect("run ldd");
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter_map(|line| {
+            let path = match line.split_once("=>") {
+                Some((_, target)) => target.split_whitespace().next()?,
+                None => line.split_whitespace().next()?,
+            };
+            path.starts_with('/').then(|| PathBuf::from(path))
+        })
+        .map(|path| {
+            let file = std::fs::canonicalize(&path).unwrap_or_else(|_| path.clone());
+            (path, file)
+        })
+        .collect()
 }

@@ -97,6 +97,11 @@ fn socket_and_address(setup: Setup) {
     assert_eq!(meta.uid(), 0);
     let shims = leaks::shim_processes(&c);
     assert_eq!(shims.len(), 1, "one shim daemon: {shims:?}");
+    // None of the shim's sockets is abstract (reachable from any process in the network namespace);
+    // the one it listens on is the file above.
+    let names = socket_names(shims[0].0);
+    assert!(names.iter().all(|n| !n.starts_with('@')), "abstract sockets: {names:?}");
+    assert!(names.iter().any(|n| n == path), "listening on {path}: {names:?}");
     // The daemon is detached: its stdio is /dev/null, not start's pipes.
     for fd in 0..3 {
         let target = std::fs::read_link(format!("/proc/{}/fd/{fd}", shims[0].0)).unwrap();
@@ -171,6 +176,24 @@ fn shim_killed(setup: Setup) {
     let again = c.run("orphan", &[], &["echo", "again"]).ok();
     assert_eq!(again.stdout, "again\n");
     c.assert_no_leftovers();
+}
+
+/// The bound names of the unix sockets process `pid` holds (empty for unnamed ones).
+fn socket_names(pid: u32) -> Vec<String> {
+    let inodes: HashSet<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .filter_map(|target| target.to_str()?.strip_prefix("socket:[")?.strip_suffix(']').map(str::to_owned))
+        .collect();
+    std::fs::read_to_string(format!("/proc/{pid}/net/unix"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .filter(|cols| cols.get(6).is_some_and(|inode| inodes.contains(*inode)))
+        .map(|cols| cols.get(7).map(|s| s.to_string()).unwrap_or_default())
+        .collect()
 }
 
 fn wait_for(mut condition: impl FnMut() -> bool, what: &str) {
