@@ -2,6 +2,7 @@
 # Sets up a fresh Debian 12 machine for myshim and runs the demo:
 #   - Debian packages: busybox-static (the test image), runc and crun (peers for comparison),
 #     CNI plugins, build tools (gcc builds the escape tests' static helper);
+#   - the nightly toolchain and cargo-fuzz (for shim/fuzz);
 #   - containerd 1.6, 1.7 and 2.1 side by side under /opt/myshim (system apt configuration untouched);
 #   - builds the workspace and the busybox image;
 #   - runs a container through myshim on a private containerd of each version.
@@ -25,6 +26,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq "${missing[@]}"
 fi
+
+echo "== fuzzing tools (nightly toolchain, cargo-fuzz)"
+rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --quiet
 
 echo "== containerd 1.6, 1.7, 2.1"
 integration/scripts/fetch-containerd.sh

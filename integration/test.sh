@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Runs every test: unit tests, the runtime's root tests, and the end-to-end tests against private
-# containerd 1.6, 1.7 and 2.1 instances (started and stopped by the tests). Run as root after setup.sh.
+# Runs every test: unit tests, the runtime's root tests, the end-to-end, fault, load, hostile-input
+# and escape tests against private containerd 1.6, 1.7 and 2.1 instances (started and stopped by the
+# tests), and a short run of every fuzz target. Run as root after setup.sh. Arguments go to the test
+# binaries (a name filter, say); MYSHIM_FUZZ_SECONDS sets the fuzzing time per target (0 skips it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,3 +20,8 @@ done
 # The end-to-end tests run the shim binary from target/debug.
 cargo build --workspace --bins --quiet
 cargo test --workspace --quiet -- "$@"
+
+fuzz_seconds="${MYSHIM_FUZZ_SECONDS:-10}"
+if [ "$fuzz_seconds" != 0 ]; then
+  shim/fuzz/run.sh "$fuzz_seconds"
+fi

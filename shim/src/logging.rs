@@ -47,6 +47,7 @@ pub fn init(bundle: &Path, debug: bool) {
     // Our own crates at the chosen level; libraries (h2, hyper, tonic) only when they warn.
     let filter = tracing_subscriber::filter::Targets::new()
         .with_default(tracing::Level::WARN)
+        .with_target("myshim_shim", level)
         .with_target("containerd_shim_myshim_v1", level)
         .with_target("myshim_runtime", level);
     let format = tracing_subscriber::fmt::layer().with_writer(FifoWriter(file)).with_ansi(false).with_target(false);

@@ -3,17 +3,9 @@
 //! Modes: `start` and `delete` (run by containerd), `-info` and `-v`, the internal `serve` (the
 //! daemon `start` launches), and the runtime's container-init helper.
 
-mod api;
-mod bootstrap;
-mod config;
-mod core;
-mod flags;
-mod keepalive;
-mod logging;
-mod publisher;
-mod serve;
-
 use std::io::Write;
+
+use myshim_shim::{bootstrap, flags, logging, serve};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {

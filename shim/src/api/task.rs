@@ -49,19 +49,23 @@ pub fn rootfs_to_wire(mounts: &[RootfsMount]) -> Vec<Mount> {
         .collect()
 }
 
-pub async fn create(core: &TaskCore, r: task::CreateTaskRequest) -> TaskResult<task::CreateTaskResponse> {
+/// Create's request in the core's terms (what can be checked without the core is checked here).
+pub fn create_request(r: task::CreateTaskRequest) -> TaskResult<CreateRequest> {
     let bundle = PathBuf::from(&r.bundle);
     if !bundle.is_absolute() {
         return Err(TaskError::invalid(format!("create {}: bundle {:?} is not an absolute path", r.id, r.bundle)));
     }
-    let request = CreateRequest {
+    Ok(CreateRequest {
         id: r.id,
         bundle,
         rootfs: rootfs_from_wire(&r.rootfs),
         stdio: StdioPaths { stdin: r.stdin, stdout: r.stdout, stderr: r.stderr, terminal: r.terminal },
         checkpoint: r.checkpoint,
-    };
-    let pid = core.create(request).await?;
+    })
+}
+
+pub async fn create(core: &TaskCore, r: task::CreateTaskRequest) -> TaskResult<task::CreateTaskResponse> {
+    let pid = core.create(create_request(r)?).await?;
     Ok(task::CreateTaskResponse { pid })
 }
 
@@ -141,18 +145,20 @@ fn json_any<T: serde::de::DeserializeOwned>(any: Option<&prost_types::Any>, type
     serde_path_to_error::deserialize(&mut deserializer).map_err(|e| TaskError::invalid(format!("{what}: field {}: {}", e.path(), e.inner())))
 }
 
-pub async fn exec(core: &TaskCore, r: task::ExecProcessRequest) -> TaskResult<()> {
-    let process: oci_spec::runtime::Process = json_any(r.spec.as_ref(), PROCESS_TYPE_URL, &format!("exec {} process spec", r.exec_id))?;
-    let terminal = r.terminal;
-    let mut process = process;
-    process.set_terminal(Some(terminal));
-    core.exec(ExecRequest {
+/// Exec's request in the core's terms: the process spec decoded from its JSON `Any`.
+pub fn exec_request(r: task::ExecProcessRequest) -> TaskResult<ExecRequest> {
+    let mut process: oci_spec::runtime::Process = json_any(r.spec.as_ref(), PROCESS_TYPE_URL, &format!("exec {} process spec", r.exec_id))?;
+    process.set_terminal(Some(r.terminal));
+    Ok(ExecRequest {
         container_id: r.id,
         exec_id: r.exec_id,
-        stdio: StdioPaths { stdin: r.stdin, stdout: r.stdout, stderr: r.stderr, terminal },
+        stdio: StdioPaths { stdin: r.stdin, stdout: r.stdout, stderr: r.stderr, terminal: r.terminal },
         process,
     })
-    .await
+}
+
+pub async fn exec(core: &TaskCore, r: task::ExecProcessRequest) -> TaskResult<()> {
+    core.exec(exec_request(r)?).await
 }
 
 pub async fn pause(core: &TaskCore, r: task::PauseRequest) -> TaskResult<()> {
@@ -163,8 +169,13 @@ pub async fn resume(core: &TaskCore, r: task::ResumeRequest) -> TaskResult<()> {
     core.resume(&r.id).await
 }
 
+/// Update's resources, decoded from their JSON `Any`.
+pub fn update_resources(r: &task::UpdateTaskRequest) -> TaskResult<oci_spec::runtime::LinuxResources> {
+    json_any(r.resources.as_ref(), RESOURCES_TYPE_URL, &format!("update {} resources", r.id))
+}
+
 pub async fn update(core: &TaskCore, r: task::UpdateTaskRequest) -> TaskResult<()> {
-    let resources = json_any(r.resources.as_ref(), RESOURCES_TYPE_URL, &format!("update {} resources", r.id))?;
+    let resources = update_resources(&r)?;
     core.update(&r.id, resources).await
 }
 
