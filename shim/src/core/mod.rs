@@ -82,14 +82,32 @@ enum Owner {
 #[derive(Default)]
 struct PidTable {
     owners: HashMap<u32, Owner>,
+    /// Exits nobody had registered for yet (mostly the runtime's helpers; sometimes a process whose
+    /// registration is still on its way), newest last.
     unclaimed: VecDeque<(u32, Exit, Instant)>,
 }
+
+/// Most unclaimed exits kept; beyond it the oldest go (a registration races an exit by milliseconds).
+const UNCLAIMED_EXITS_KEPT: usize = 4096;
 
 impl PidTable {
     /// Registers `pid`. If the reaper saw its exit before the registration, the exit is delivered to
     /// a waiter at once, or returned for a process.
     fn register(&mut self, pid: u32, owner: Owner) -> Option<Exit> {
-        let early = self.unclaimed.iter().position(|(p, _, _)| *p == pid).and_then(|i| self.unclaimed.remove(i)).map(|(_, exit, _)| exit);
+        // While the process is still there (running, or a zombie not yet reaped) its pid cannot have
+        // been reused, so any exit recorded under that pid is an older process's. Once it is gone,
+        // the newest exit recorded under the pid is its own.
+        let reaped = matches!(nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None), Err(nix::errno::Errno::ESRCH));
+        let mut early = None;
+        self.unclaimed.retain(|(p, exit, _)| {
+            if *p != pid {
+                return true;
+            }
+            if reaped {
+                early = Some(*exit);
+            }
+            false
+        });
         match (early, owner) {
             (Some(exit), Owner::Waiter(tx)) => {
                 let _ = tx.send(exit);
@@ -107,10 +125,13 @@ impl PidTable {
         let owner = self.owners.remove(&pid);
         if owner.is_none() {
             let now = Instant::now();
-            self.unclaimed.retain(|(_, _, at)| now.duration_since(*at) < UNCLAIMED_EXIT_TTL);
-            if self.unclaimed.len() < 1024 {
-                self.unclaimed.push_back((pid, exit, now));
+            while self.unclaimed.front().is_some_and(|(_, _, at)| now.duration_since(*at) >= UNCLAIMED_EXIT_TTL) {
+                self.unclaimed.pop_front();
             }
+            if self.unclaimed.len() >= UNCLAIMED_EXITS_KEPT {
+                self.unclaimed.pop_front();
+            }
+            self.unclaimed.push_back((pid, exit, now));
         }
         owner
     }
@@ -705,5 +726,56 @@ fn describe(id: &str, exec_id: &str) -> String {
         format!("container {id}")
     } else {
         format!("container {id}: exec {exec_id}")
+    }
+}
+
+#[cfg(test)]
+mod pid_table_tests {
+    use super::*;
+
+    fn exit(pid: u32, status: u32) -> Exit {
+        Exit { pid, status, at: std::time::SystemTime::now() }
+    }
+
+    fn owner() -> Owner {
+        Owner::Process { container_id: "c".into(), exec_id: None }
+    }
+
+    /// The pid of a child that has exited and been reaped (so nothing has that pid now).
+    fn reaped_pid() -> u32 {
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        child.wait().unwrap();
+        child.id()
+    }
+
+    #[test]
+    fn an_exit_seen_before_the_registration_is_handed_over() {
+        let mut table = PidTable::default();
+        let pid = reaped_pid();
+        assert!(table.claim(pid, exit(pid, 3)).is_none());
+        assert_eq!(table.register(pid, owner()).map(|e| e.status), Some(3));
+        assert!(table.unclaimed.is_empty());
+    }
+
+    #[test]
+    fn an_exit_recorded_under_a_live_pid_belongs_to_an_older_process() {
+        let mut table = PidTable::default();
+        let live = std::process::id();
+        table.claim(live, exit(live, 9));
+        assert!(table.register(live, owner()).is_none(), "a stale exit was taken for the live process");
+        assert!(table.unclaimed.is_empty());
+        assert!(table.owners.contains_key(&live));
+    }
+
+    #[test]
+    fn a_flood_of_unclaimed_exits_keeps_the_newest() {
+        let mut table = PidTable::default();
+        let pid = reaped_pid();
+        for other in 0..(2 * UNCLAIMED_EXITS_KEPT as u32) {
+            table.claim(1_000_000 + other, exit(1_000_000 + other, 0));
+        }
+        table.claim(pid, exit(pid, 7));
+        assert_eq!(table.unclaimed.len(), UNCLAIMED_EXITS_KEPT);
+        assert_eq!(table.register(pid, owner()).map(|e| e.status), Some(7));
     }
 }
