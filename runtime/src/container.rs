@@ -517,13 +517,18 @@ impl Helper<'_> {
         let helper_end = OwnedFd::from(helper_end);
         let stdio = self.stdio;
         let executable = runtime.helper.get()?;
-        let helper_pid = spawn::spawn_helper(&executable, &["myshim-init", HELPER_ARG, self.mode], [&stdio.stdin, &stdio.stdout, &stdio.stderr], &helper_end)
-            .context(|| format!("start the {} helper {}", self.mode, executable.path().display()))?;
+        let entry = self.cgroup.map(Cgroup::open_entry).transpose()?;
+        let born_in = entry.as_ref().and_then(|e| e.v2_dir.as_ref());
+        let (helper_pid, entered_v2) =
+            spawn::spawn_helper(&executable, &["myshim-init", HELPER_ARG, self.mode], [&stdio.stdin, &stdio.stdout, &stdio.stderr], &helper_end, born_in)
+                .context(|| format!("start the {} helper {}", self.mode, executable.path().display()))?;
         drop(helper_end);
         pids.push(helper_pid);
-        if let Some(cgroup) = self.cgroup {
-            cgroup.add_process(helper_pid)?;
+        if let Some(cgroup) = self.cgroup.filter(|_| !entered_v2) {
+            cgroup.add_process_v2(helper_pid)?;
         }
+        let tasks: Vec<_> = entry.iter().flat_map(|e| e.v1_tasks.iter().map(|fd| fd.as_raw_fd())).collect();
+        control.send_with_fds(&Directive::JoinCgroup, &tasks).context(|| format!("send the {} helper its cgroup", self.mode))?;
         if let Some(score) = self.oom_score_adj {
             crate::sys::set_oom_score_adj(helper_pid, score).context(|| format!("process.oomScoreAdj: set {score}"))?;
         }

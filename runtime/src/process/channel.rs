@@ -35,10 +35,12 @@ pub(crate) enum Report {
     Failed(String),
 }
 
-/// What the runtime tells a helper after the plan.
+/// What the runtime tells a helper.
 #[derive(Debug, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case")]
 pub(crate) enum Directive {
+    /// First, before the plan: join the container's v1 cgroups, whose `tasks` files come as descriptors.
+    JoinCgroup,
     /// Go on; for the init at its hook point, with the OCI state (JSON) its hooks read.
     Continue { hook_state: Option<String> },
 }

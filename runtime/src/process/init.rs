@@ -67,10 +67,7 @@ pub(crate) fn run(channel: &mut Channel) -> Result<Never> {
     let mut before_pivot = || -> Result<()> {
         let Some(hooks) = hooks_of(spec) else { return Ok(()) };
         channel.send(&Report::HookPoint).context(|| "report the hook point".into())?;
-        match channel.receive::<Directive>(None).context(|| "wait for the createRuntime hooks".into())? {
-            Some((Directive::Continue { hook_state: state }, _)) => hook_state = state,
-            None => return Err(Error::Init("the runtime went away during the createRuntime hooks".into())),
-        }
+        hook_state = await_continue(channel, "the createRuntime hooks")?;
         let state = hook_state.as_deref().unwrap_or("{}");
         crate::hooks::run_in_init(hooks.create_container().as_deref().unwrap_or(&[]), "createContainer", &state_with_status(state, "creating"))
     };
@@ -94,6 +91,15 @@ pub(crate) fn run(channel: &mut Channel) -> Result<Never> {
     exec_program(process, &program, &Confinement::of(spec))
 }
 
+/// Waits for the runtime's go-ahead after `what`; returns the hook state it carries.
+fn await_continue(channel: &mut Channel, what: &str) -> Result<Option<String>> {
+    match channel.receive::<Directive>(None).context(|| format!("wait for {what}"))? {
+        Some((Directive::Continue { hook_state }, _)) => Ok(hook_state),
+        Some((other, _)) => Err(Error::Init(format!("waiting for {what}, the runtime sent {other:?}"))),
+        None => Err(Error::Init(format!("the runtime went away during {what}"))),
+    }
+}
+
 /// Enters the container's namespaces: the user namespace first (joined, or created and mapped by the
 /// runtime), then the others named by path, then the new ones; time offsets are set before the fork
 /// that a new pid or time namespace needs. On return this process is the container's init.
@@ -106,10 +112,7 @@ fn enter_namespaces(spec: &Spec, channel: &mut Channel) -> Result<()> {
             None => {
                 unshare(CloneFlags::CLONE_NEWUSER).context(|| "linux.namespaces: create a user namespace".into())?;
                 channel.send(&Report::MapIds).context(|| "ask for uid and gid maps".into())?;
-                match channel.receive::<Directive>(None).context(|| "wait for uid and gid maps".into())? {
-                    Some((Directive::Continue { .. }, _)) => {}
-                    None => return Err(Error::Init("the runtime went away while writing uid and gid maps".into())),
-                }
+                await_continue(channel, "uid and gid maps")?;
             }
         }
         // Root of the new namespace, with all its capabilities there.

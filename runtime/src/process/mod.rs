@@ -46,7 +46,7 @@ use nix::sys::stat::{umask, Mode};
 use nix::unistd::{fork, ForkResult};
 use oci_spec::runtime::LinuxNamespaceType;
 
-use channel::{Channel, Report};
+use channel::{Channel, Directive, Report};
 use spawn::CONTROL_FD;
 use crate::error::{Context, Error, Result};
 
@@ -72,7 +72,7 @@ pub fn run_helper_if_requested() {
     // exec is how the runtime learns the exec happened.
     let _ = crate::sys::set_cloexec(CONTROL_FD, true);
     let mut channel = Channel::from_stream(control);
-    let result = prepare().and_then(|()| match mode.as_str() {
+    let result = prepare().and_then(|()| join_cgroup(&mut channel)).and_then(|()| match mode.as_str() {
         MODE_INIT => init::run(&mut channel),
         MODE_EXEC => exec::run(&mut channel),
         other => Err(Error::Init(format!("unknown helper mode {other:?}"))),
@@ -91,6 +91,16 @@ fn prepare() -> Result<()> {
     nix::sys::prctl::set_dumpable(false).context(|| "prctl(PR_SET_DUMPABLE)".into())?;
     umask(Mode::empty());
     Ok(())
+}
+
+/// Joins the container's v1 cgroups first thing, from the `tasks` descriptors the runtime sends ahead
+/// of the plan (cheaper than being moved: see [`crate::cgroups::Entry`]).
+fn join_cgroup(channel: &mut Channel) -> Result<()> {
+    match channel.receive::<Directive>(None).context(|| "read the cgroup to join".into())? {
+        Some((Directive::JoinCgroup, tasks)) => crate::cgroups::join_self(&tasks),
+        Some((other, _)) => Err(Error::Init(format!("expected the cgroup to join, the runtime sent {other:?}"))),
+        None => Err(Error::Init("the runtime closed the control channel before naming the cgroup".into())),
+    }
 }
 
 /// Forks so that the child runs in the pid namespace this process entered (setns and unshare of a

@@ -22,11 +22,20 @@ const STAGING_FLOOR: RawFd = 64;
 const MAX_PLACED: usize = 8;
 
 /// Starts the helper binary `exe` with `args` and an empty environment; the child gets `stdio` at 0,
-/// 1, 2 and `control` at [`CONTROL_FD`]. Returns the child's pid.
-pub(crate) fn spawn_helper(exe: &HelperExecutable, args: &[&str], stdio: [&OwnedFd; 3], control: &OwnedFd) -> io::Result<u32> {
+/// 1, 2 and `control` at [`CONTROL_FD`], and is born in the v2 cgroup `cgroup` (a directory) where the
+/// kernel can do that. Returns the child's pid and whether it was born there.
+pub(crate) fn spawn_helper(exe: &HelperExecutable, args: &[&str], stdio: [&OwnedFd; 3], control: &OwnedFd, cgroup: Option<&OwnedFd>) -> io::Result<(u32, bool)> {
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     let placed = [(stdio[0], 0), (stdio[1], 1), (stdio[2], 2), (control, CONTROL_FD)];
-    start(Program::Descriptor(exe.raw_fd()), &args, &[], &placed)
+    if let Some(cgroup) = cgroup {
+        match start(Program::Descriptor(exe.raw_fd()), &args, &[], &placed, Some(cgroup.as_raw_fd())) {
+            Ok(pid) => return Ok((pid, true)),
+            // clone3 or CLONE_INTO_CGROUP unknown to this kernel (before 5.7): the caller moves the child.
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EINVAL | libc::E2BIG | libc::EOPNOTSUPP)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    start(Program::Descriptor(exe.raw_fd()), &args, &[], &placed, None).map(|pid| (pid, false))
 }
 
 /// Starts `program` with `args` (argv[0] included) and `env`, each `(descriptor, number)` placed at
@@ -34,7 +43,7 @@ pub(crate) fn spawn_helper(exe: &HelperExecutable, args: &[&str], stdio: [&Owned
 /// reaper collects its exit.
 pub fn spawn(program: &Path, args: &[String], env: &[String], placed: &[(&OwnedFd, RawFd)]) -> io::Result<u32> {
     let program = CString::new(program.as_os_str().as_bytes()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "program path contains NUL"))?;
-    start(Program::Path(&program), args, env, placed)
+    start(Program::Path(&program), args, env, placed, None)
 }
 
 /// What the child executes: a path, or an open descriptor (`execveat` with `AT_EMPTY_PATH`).
@@ -43,7 +52,7 @@ enum Program<'a> {
     Descriptor(RawFd),
 }
 
-fn start(program: Program, args: &[String], env: &[String], placed: &[(&OwnedFd, RawFd)]) -> io::Result<u32> {
+fn start(program: Program, args: &[String], env: &[String], placed: &[(&OwnedFd, RawFd)], cgroup: Option<RawFd>) -> io::Result<u32> {
     if placed.len() > MAX_PLACED {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "too many descriptors to place"));
     }
@@ -61,19 +70,43 @@ fn start(program: Program, args: &[String], env: &[String], placed: &[(&OwnedFd,
     for (i, ((_, target), staged)) in placed.iter().zip(&staged).enumerate() {
         moves[i] = (staged.as_raw_fd(), *target);
     }
-    clone_and_exec(program, &argv, &envp, &moves[..placed.len()])
+    clone_and_exec(program, &argv, &envp, &moves[..placed.len()], cgroup)
 }
 
-fn clone_and_exec(program: Program, argv: &[*const libc::c_char], envp: &[*const libc::c_char], moves: &[(RawFd, RawFd)]) -> io::Result<u32> {
+/// `struct clone_args` of `clone3(2)` (the fields up to `cgroup`, kernel 5.7).
+#[repr(C)]
+#[derive(Default)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+fn clone_and_exec(program: Program, argv: &[*const libc::c_char], envp: &[*const libc::c_char], moves: &[(RawFd, RawFd)], cgroup: Option<RawFd>) -> io::Result<u32> {
     let empty = c"";
-    // SAFETY: a plain clone without CLONE_VM gives the child a copy of this address space with a single
+    let clone_args = cgroup.map(|fd| CloneArgs { flags: CLONE_INTO_CGROUP, exit_signal: libc::SIGCHLD as u64, cgroup: fd as u64, ..CloneArgs::default() });
+    // SAFETY: a plain clone (or clone3 without CLONE_VM and without a stack, which behaves the same but
+    // for the child starting in the given cgroup) gives the child a copy of this address space with a single
     // thread. The child touches only memory prepared above (the CStrings, pointer arrays and the move
     // table, all alive until after this function returns in the parent) and calls only the
     // async-signal-safe system calls dup2, execve(at) and _exit: no allocation, no locks, no unwinding.
     // The program's descriptor may be close-on-exec: execveat of a binary (not a script) opens it
     // before descriptors are closed.
     unsafe {
-        let pid = libc::syscall(libc::SYS_clone, libc::SIGCHLD as libc::c_ulong, 0usize, 0usize, 0usize, 0usize);
+        let pid = match &clone_args {
+            Some(args) => libc::syscall(libc::SYS_clone3, args as *const CloneArgs, std::mem::size_of::<CloneArgs>()),
+            None => libc::syscall(libc::SYS_clone, libc::SIGCHLD as libc::c_ulong, 0usize, 0usize, 0usize, 0usize),
+        };
         if pid == 0 {
             for &(from, to) in moves {
                 if libc::dup2(from, to) < 0 {
