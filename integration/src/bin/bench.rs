@@ -1,0 +1,458 @@
+//! Benchmarks of myshim against containerd's runc shim with runc and with crun, interleaved in one run
+//! and reported as ratios (this VM is noisy). `integration/bench.sh` builds what it measures (a static
+//! release build) and runs this; `--smoke` (CI) runs every measurement a few times and writes nothing.
+//! Otherwise the results go into the README's performance section, `docs/bench/results.json` and
+//! `docs/bench/chart.png`.
+//!
+//! Everything runs in a private mount namespace without the hybrid unified cgroup mount, which crun
+//! refuses: containerd, the shims and every runtime inherit it, so all see the same v1 layout.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use myshim_integration::containerd::RUNTIME;
+use myshim_integration::direct::{DirectShim, Protocol, ShimClient};
+use myshim_integration::{bundle, image, paths, procfs, Containerd, Version};
+use serde_json::{json, Value};
+
+const CRUN: &str = "/opt/myshim/crun/bin/crun";
+
+/// How many times each measurement runs.
+struct Counts {
+    direct_sequential: usize,
+    direct_total: usize,
+    oci_runs: usize,
+    ctr_runs: usize,
+    execs: usize,
+    burst: usize,
+    burst_rounds: usize,
+}
+
+impl Counts {
+    fn full() -> Counts {
+        Counts { direct_sequential: 300, direct_total: 640, oci_runs: 40, ctr_runs: 30, execs: 40, burst: 50, burst_rounds: 3 }
+    }
+
+    fn smoke() -> Counts {
+        Counts { direct_sequential: 5, direct_total: 32, oci_runs: 2, ctr_runs: 2, execs: 2, burst: 5, burst_rounds: 1 }
+    }
+}
+
+fn main() {
+    let smoke = std::env::args().any(|a| a == "--smoke");
+    enter_private_mount_namespace();
+    let counts = if smoke { Counts::smoke() } else { Counts::full() };
+    let mut results = json!({
+        "environment": environment(),
+        "smoke": smoke,
+    });
+    eprintln!("== shim-direct");
+    results["direct"] = direct(&counts);
+    eprintln!("== OCI runtimes alone");
+    results["oci"] = oci_runtimes_alone(&counts);
+    eprintln!("== through containerd 2.1");
+    results["containerd"] = through_containerd(&counts);
+    let table = markdown(&results);
+    println!("{table}");
+    if smoke {
+        return;
+    }
+    let docs = paths::workspace().join("docs/bench");
+    fs::create_dir_all(&docs).unwrap();
+    fs::write(docs.join("results.json"), serde_json::to_string_pretty(&results).unwrap()).unwrap();
+    let chart = Command::new("/usr/bin/python3")
+        .arg(paths::workspace().join("integration/scripts/bench-chart.py"))
+        .arg(docs.join("results.json"))
+        .arg(docs.join("chart.png"))
+        .status()
+        .expect("run bench-chart.py");
+    assert!(chart.success(), "drawing the chart failed");
+    update_readme(&table);
+    eprintln!("wrote README.md, docs/bench/results.json and docs/bench/chart.png");
+}
+
+/// A private mount namespace (propagation from the host only) without `/sys/fs/cgroup/unified`.
+fn enter_private_mount_namespace() {
+    use nix::mount::{mount, umount2, MntFlags, MsFlags};
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).expect("unshare the mount namespace");
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_SLAVE, None::<&str>).expect("make / a slave mount");
+    if Path::new("/sys/fs/cgroup/unified/cgroup.controllers").exists() {
+        umount2("/sys/fs/cgroup/unified", MntFlags::MNT_DETACH).expect("unmount the unified cgroup hierarchy");
+    }
+}
+
+fn environment() -> Value {
+    let output = |program: &str, args: &[&str]| -> String {
+        Command::new(program).args(args).output().map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or_default().to_owned()).unwrap_or_default()
+    };
+    json!({
+        "date": output("date", &["-u", "+%Y-%m-%d"]),
+        "kernel": output("uname", &["-r"]),
+        "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "containerd": output(&Version::V2_1.bin_dir().join("containerd").display().to_string(), &["--version"]),
+        "runc": output("runc", &["--version"]),
+        "crun": output(CRUN, &["--version"]),
+        "shim": paths::shim_binary().display().to_string(),
+    })
+}
+
+fn millis(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn percentile(samples: &[f64], p: f64) -> f64 {
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let index = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted.get(index).copied().unwrap_or(f64::NAN)
+}
+
+fn median(samples: &[f64]) -> f64 {
+    percentile(samples, 0.5)
+}
+
+/// One container's create, start, wait and delete of `/bin/true` through the shim's socket.
+fn lifecycle(client: &mut ShimClient, id: &str, bundle: &Path) {
+    client.create(id, bundle, ["", "", ""]).unwrap_or_else(|e| panic!("create {id}: {e}"));
+    client.start(id, "").unwrap();
+    assert_eq!(client.wait(id, "").unwrap(), 0);
+    client.delete(id, "").unwrap();
+}
+
+fn true_bundle(shim: &DirectShim, id: &str) -> PathBuf {
+    let dir = shim.bundle_dir(id);
+    bundle::write(&dir, &bundle::default_spec(&["true"], &shim.cgroup_path(id)));
+    dir
+}
+
+/// The shim without containerd (a fake one takes its events): sequential latency over ttrpc and
+/// gRPC, interleaved, then lifecycles per second at concurrency 1, 8 and 32.
+fn direct(counts: &Counts) -> Value {
+    let shims = [(Protocol::Ttrpc, DirectShim::start("bench-ttrpc", Protocol::Ttrpc)), (Protocol::Grpc, DirectShim::start("bench-grpc", Protocol::Grpc))];
+    let mut clients: Vec<ShimClient> = shims.iter().map(|(_, s)| s.client()).collect();
+    let bundles: Vec<PathBuf> = shims.iter().map(|(_, s)| true_bundle(s, "seq")).collect();
+    let mut samples = vec![Vec::new(), Vec::new()];
+    for _ in 0..counts.direct_sequential {
+        for (i, client) in clients.iter_mut().enumerate() {
+            let started = Instant::now();
+            lifecycle(client, "seq", &bundles[i]);
+            samples[i].push(millis(started.elapsed()));
+        }
+    }
+    let mut result = json!({});
+    for (i, (protocol, shim)) in shims.iter().enumerate() {
+        let name = format!("{protocol:?}").to_lowercase();
+        let mut throughput = json!({});
+        for concurrency in [1usize, 8, 32] {
+            let per_worker = (counts.direct_total / concurrency).max(1);
+            let workers: Vec<(ShimClient, String, PathBuf)> = (0..concurrency)
+                .map(|w| {
+                    let id = format!("c{concurrency}-w{w}");
+                    let dir = true_bundle(shim, &id);
+                    (shim.client(), id, dir)
+                })
+                .collect();
+            let started = Instant::now();
+            let handles: Vec<_> = workers
+                .into_iter()
+                .map(|(mut client, id, dir)| {
+                    std::thread::spawn(move || {
+                        for _ in 0..per_worker {
+                            lifecycle(&mut client, &id, &dir);
+                        }
+                    })
+                })
+                .collect();
+            for handle in handles {
+                handle.join().expect("a worker failed");
+            }
+            let rate = (per_worker * concurrency) as f64 / started.elapsed().as_secs_f64();
+            throughput[concurrency.to_string()] = json!(rate);
+            eprintln!("  {name} concurrency {concurrency}: {rate:.0} lifecycles/s");
+        }
+        let (_, rss) = shim.usage();
+        result[&name] = json!({
+            "p50_ms": median(&samples[i]),
+            "p99_ms": percentile(&samples[i], 0.99),
+            "per_second": throughput,
+            "shim_rss_kib": rss,
+            "shim_pss_kib": procfs::pss(shim.pid),
+        });
+        eprintln!("  {name}: p50 {:.2} ms, p99 {:.2} ms", median(&samples[i]), percentile(&samples[i], 0.99));
+    }
+    result
+}
+
+/// `run` of one busybox bundle by each OCI runtime's command line, interleaved.
+fn oci_runtimes_alone(counts: &Counts) -> Value {
+    let dir = paths::scratch("bench-oci");
+    let runtimes = [("myshim-runc", paths::shim_dir().join("myshim-runc")), ("runc", PathBuf::from("runc")), ("crun", PathBuf::from(CRUN))];
+    let mut samples = vec![Vec::new(); runtimes.len()];
+    for _ in 0..counts.oci_runs {
+        for (i, (name, binary)) in runtimes.iter().enumerate() {
+            let bundle = dir.join(name);
+            if !bundle.join("config.json").exists() {
+                bundle::write(&bundle, &bundle::default_spec(&["true"], &format!("/myshim-bench-oci/{name}")));
+            }
+            let started = Instant::now();
+            let out = Command::new(binary).arg("--root").arg(dir.join(format!("{name}-root"))).args(["run", "--bundle"]).arg(&bundle).arg("bench").output().unwrap();
+            samples[i].push(millis(started.elapsed()));
+            assert!(out.status.success(), "{name} run: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+    for hierarchy in fs::read_dir("/sys/fs/cgroup").unwrap().flatten() {
+        let _ = fs::remove_dir(hierarchy.path().join("myshim-bench-oci"));
+    }
+    let _ = fs::remove_dir_all(&dir);
+    let mut result = json!({});
+    for (i, (name, _)) in runtimes.iter().enumerate() {
+        result[*name] = json!({ "median_ms": median(&samples[i]) });
+        eprintln!("  {name} run: {:.2} ms", median(&samples[i]));
+    }
+    result
+}
+
+/// A runtime as `ctr run` selects it.
+struct Runtime {
+    name: &'static str,
+    args: Vec<String>,
+    /// The shim binary's name, to find its processes.
+    shim: &'static str,
+}
+
+fn runtimes() -> Vec<Runtime> {
+    vec![
+        Runtime { name: "myshim", args: vec!["--runtime".into(), RUNTIME.into()], shim: "containerd-shim-myshim-v1" },
+        Runtime { name: "runc", args: vec!["--runtime".into(), "io.containerd.runc.v2".into()], shim: "containerd-shim-runc-v2" },
+        Runtime {
+            name: "crun",
+            args: vec!["--runtime".into(), "io.containerd.runc.v2".into(), "--runc-binary".into(), CRUN.into()],
+            shim: "containerd-shim-runc-v2",
+        },
+    ]
+}
+
+fn ctr_timed(c: &Containerd, args: &[&str]) -> f64 {
+    let started = Instant::now();
+    let out = c.ctr(args);
+    let elapsed = millis(started.elapsed());
+    assert_eq!(out.code, 0, "ctr {args:?}: {}", out.stderr);
+    elapsed
+}
+
+fn run_args<'a>(runtime: &'a Runtime, extra: &[&'a str], id: &'a str, command: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["run"];
+    args.extend(runtime.args.iter().map(String::as_str));
+    args.extend_from_slice(extra);
+    args.push(image::BUSYBOX);
+    args.push(id);
+    args.extend_from_slice(command);
+    args
+}
+
+fn through_containerd(counts: &Counts) -> Value {
+    let c = Containerd::start(Version::V2_1, "bench");
+    let runtimes = runtimes();
+    let mut result = json!({});
+    for r in &runtimes {
+        result[r.name] = json!({});
+    }
+
+    // ctr run --rm … true
+    let mut samples = vec![Vec::new(); runtimes.len()];
+    for n in 0..counts.ctr_runs {
+        for (i, r) in runtimes.iter().enumerate() {
+            let id = format!("run-{}-{n}", r.name);
+            c.track(&id);
+            samples[i].push(ctr_timed(&c, &run_args(r, &["--rm"], &id, &["true"])));
+        }
+    }
+    for (i, r) in runtimes.iter().enumerate() {
+        result[r.name]["ctr_run_ms"] = json!(median(&samples[i]));
+        eprintln!("  {} ctr run: {:.1} ms", r.name, median(&samples[i]));
+    }
+
+    // ctr task exec … true
+    for r in &runtimes {
+        let id = format!("exec-{}", r.name);
+        c.track(&id);
+        ctr_timed(&c, &run_args(r, &["-d"], &id, &["sleep", "100000"]));
+    }
+    let mut samples = vec![Vec::new(); runtimes.len()];
+    for n in 0..counts.execs {
+        for (i, r) in runtimes.iter().enumerate() {
+            let exec_id = format!("e{n}");
+            samples[i].push(ctr_timed(&c, &["task", "exec", "--exec-id", &exec_id, &format!("exec-{}", r.name), "true"]));
+        }
+    }
+    for (i, r) in runtimes.iter().enumerate() {
+        result[r.name]["ctr_exec_ms"] = json!(median(&samples[i]));
+        eprintln!("  {} ctr task exec: {:.1} ms", r.name, median(&samples[i]));
+        c.remove(&format!("exec-{}", r.name));
+    }
+
+    // Many containers started at once, then torn down at once.
+    let mut starts = vec![Vec::new(); runtimes.len()];
+    let mut teardowns = vec![Vec::new(); runtimes.len()];
+    for round in 0..counts.burst_rounds {
+        for (i, r) in runtimes.iter().enumerate() {
+            let ids: Vec<String> = (0..counts.burst).map(|k| format!("burst-{}-{round}-{k}", r.name)).collect();
+            let started = Instant::now();
+            let children: Vec<_> = ids
+                .iter()
+                .map(|id| {
+                    c.track(id);
+                    c.ctr_command(&run_args(r, &["-d"], id, &["sleep", "100000"])).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap()
+                })
+                .collect();
+            for child in children {
+                let out = child.wait_with_output().unwrap();
+                assert!(out.status.success(), "{}: {}", r.name, String::from_utf8_lossy(&out.stderr));
+            }
+            starts[i].push(millis(started.elapsed()));
+            let started = Instant::now();
+            let children: Vec<_> = ids.iter().map(|id| c.ctr_command(&["task", "rm", "-f", id]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap()).collect();
+            for child in children {
+                let out = child.wait_with_output().unwrap();
+                assert!(out.status.success(), "{}: {}", r.name, String::from_utf8_lossy(&out.stderr));
+            }
+            let mut rm = vec!["container", "rm"];
+            rm.extend(ids.iter().map(String::as_str));
+            ctr_timed(&c, &rm);
+            teardowns[i].push(millis(started.elapsed()));
+        }
+    }
+    for (i, r) in runtimes.iter().enumerate() {
+        result[r.name]["burst"] = json!(counts.burst);
+        result[r.name]["burst_start_ms"] = json!(median(&starts[i]));
+        result[r.name]["burst_teardown_ms"] = json!(median(&teardowns[i]));
+        eprintln!("  {} {} at once: start {:.0} ms, teardown {:.0} ms", r.name, counts.burst, median(&starts[i]), median(&teardowns[i]));
+    }
+
+    // The shim's memory with one container, and with ten in one group (a pod).
+    for r in runtimes.iter().filter(|r| r.name != "crun") {
+        let group = format!("io.containerd.runc.v2.group=pod-{}", r.name);
+        let ids: Vec<String> = (0..10).map(|k| format!("mem-{}-{k}", r.name)).collect();
+        let mut shim = 0;
+        for (k, id) in ids.iter().enumerate() {
+            c.track(id);
+            ctr_timed(&c, &run_args(r, &["-d", "--annotation", &group], id, &["sleep", "100000"]));
+            if k == 0 {
+                std::thread::sleep(Duration::from_millis(500));
+                shim = shim_process(&c, r.shim, id);
+                let (_, rss) = procfs::usage(shim);
+                result[r.name]["shim_rss_kib"] = json!(rss);
+                result[r.name]["shim_pss_kib"] = json!(procfs::pss(shim));
+            }
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        let pss_one = result[r.name]["shim_pss_kib"].as_u64().unwrap_or(0);
+        let pss_ten = procfs::pss(shim);
+        result[r.name]["pod_pss_kib"] = json!(pss_ten);
+        result[r.name]["pss_per_extra_container_kib"] = json!((pss_ten.saturating_sub(pss_one)) as f64 / 9.0);
+        eprintln!("  {} shim: RSS {} KiB with one container; PSS {pss_one} → {pss_ten} KiB with ten", r.name, result[r.name]["shim_rss_kib"]);
+        for id in &ids {
+            c.remove(id);
+        }
+    }
+    c.assert_no_leftovers();
+    result
+}
+
+/// The pid of the shim serving container `id` of this instance.
+fn shim_process(c: &Containerd, binary: &str, id: &str) -> u32 {
+    let socket = c.socket().display().to_string();
+    fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            cmdline.contains(binary) && cmdline.contains(&socket) && cmdline.contains(&format!("-id {id} "))
+        })
+        .unwrap_or_else(|| panic!("no {binary} for {id}"))
+}
+
+fn number(value: &Value) -> f64 {
+    value.as_f64().unwrap_or(f64::NAN)
+}
+
+/// The results as the README's table.
+fn markdown(r: &Value) -> String {
+    let c = &r["containerd"];
+    let ratio = |name: &str, key: &str| number(&c[name][key]) / number(&c["runc"][key]);
+    let ms_row = |label: &str, key: &str, target: &str| {
+        format!(
+            "| {label} | {:.1} ms | {:.1} ms | {:.1} ms | **{:.2}×** | {:.2}× | {target} |\n",
+            number(&c["myshim"][key]),
+            number(&c["runc"][key]),
+            number(&c["crun"][key]),
+            ratio("myshim", key),
+            ratio("crun", key)
+        )
+    };
+    let d = &r["direct"];
+    let oci = &r["oci"];
+    let env = &r["environment"];
+    let mut out = String::new();
+    out.push_str(&format!(
+        "Measured {} on {} CPUs, kernel {}; {}, runc {}, {}; myshim a static release build. Medians of interleaved runs; ratios against containerd's runc shim with runc.\n\n",
+        env["date"].as_str().unwrap_or(""),
+        env["cpus"],
+        env["kernel"].as_str().unwrap_or(""),
+        env["containerd"].as_str().unwrap_or("").split_whitespace().take(3).collect::<Vec<_>>().join(" "),
+        env["runc"].as_str().unwrap_or("").trim_start_matches("runc version "),
+        env["crun"].as_str().unwrap_or(""),
+    ));
+    out.push_str("| through containerd 2.1 | myshim | runc | crun | myshim / runc | crun / runc | target |\n|---|---|---|---|---|---|---|\n");
+    out.push_str(&ms_row("`ctr run --rm … true`", "ctr_run_ms", "≤ 0.75× and below crun"));
+    out.push_str(&ms_row("`ctr task exec … true`", "ctr_exec_ms", "≤ 0.7×"));
+    let burst = c["myshim"]["burst"].as_u64().unwrap_or(0);
+    out.push_str(&ms_row(&format!("{burst} containers started at once"), "burst_start_ms", ""));
+    out.push_str(&ms_row(&format!("{burst} containers torn down at once"), "burst_teardown_ms", ""));
+    let kib = |v: &Value| number(v) / 1024.0;
+    out.push_str(&format!(
+        "| shim RSS holding one container | {:.1} MB | {:.1} MB | (runc's shim) | **{:.2}×** | | ≤ 4 MB |\n",
+        kib(&c["myshim"]["shim_rss_kib"]),
+        kib(&c["runc"]["shim_rss_kib"]),
+        number(&c["myshim"]["shim_rss_kib"]) / number(&c["runc"]["shim_rss_kib"])
+    ));
+    out.push_str(&format!(
+        "| shim PSS per additional container in a 10-container pod | {:.2} MB | {:.2} MB | (runc's shim) | | | ≤ 1.5 MB |\n\n",
+        kib(&c["myshim"]["pss_per_extra_container_kib"]),
+        kib(&c["runc"]["pss_per_extra_container_kib"])
+    ));
+    out.push_str("| shim-direct (no containerd): create → start → wait → delete of `/bin/true` | ttrpc | gRPC | target |\n|---|---|---|---|\n");
+    out.push_str(&format!("| p50 | {:.2} ms | {:.2} ms | ≤ 5 ms |\n", number(&d["ttrpc"]["p50_ms"]), number(&d["grpc"]["p50_ms"])));
+    out.push_str(&format!("| p99 | {:.2} ms | {:.2} ms | |\n", number(&d["ttrpc"]["p99_ms"]), number(&d["grpc"]["p99_ms"])));
+    for concurrency in ["1", "8", "32"] {
+        let target = if concurrency == "32" { "≥ 300/s" } else { "" };
+        out.push_str(&format!(
+            "| lifecycles per second, concurrency {concurrency} | {:.0} | {:.0} | {target} |\n",
+            number(&d["ttrpc"]["per_second"][concurrency]),
+            number(&d["grpc"]["per_second"][concurrency])
+        ));
+    }
+    out.push_str(&format!(
+        "\n| the OCI runtime alone: `run` of a busybox bundle | myshim-runc | runc | crun |\n|---|---|---|---|\n| median | {:.1} ms | {:.1} ms | {:.1} ms |\n",
+        number(&oci["myshim-runc"]["median_ms"]),
+        number(&oci["runc"]["median_ms"]),
+        number(&oci["crun"]["median_ms"])
+    ));
+    out
+}
+
+/// Replaces what lies between the README's benchmark markers.
+fn update_readme(table: &str) {
+    let path = paths::workspace().join("README.md");
+    let text = fs::read_to_string(&path).unwrap();
+    let (begin, end) = ("<!-- bench:begin -->", "<!-- bench:end -->");
+    let (Some(from), Some(to)) = (text.find(begin), text.find(end)) else {
+        panic!("README.md has no {begin} … {end} section");
+    };
+    let updated = format!("{}{begin}\n{table}\n![benchmark chart](docs/bench/chart.png)\n{}", &text[..from], &text[to..]);
+    fs::write(&path, updated).unwrap();
+}
