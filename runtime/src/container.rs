@@ -4,7 +4,7 @@
 
 use std::fs::{self, File};
 use std::io::Read;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -12,6 +12,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use nix::fcntl::{open, OFlag};
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::stat::Mode;
+use nix::sched::CloneFlags;
 use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Process, Spec};
 
 use std::sync::Arc;
@@ -24,7 +25,7 @@ use crate::process::channel::{Channel, Directive, Report};
 use crate::process::init::InitPlan;
 use crate::process::exec::{ExecPlan, JOIN_ORDER};
 use crate::process::executable::HelperExecutable;
-use crate::process::{spawn, HELPER_ARG, MODE_EXEC, MODE_INIT};
+use crate::process::{clone_flag, spawn, HELPER_ARG, MODE_EXEC, MODE_INIT};
 use crate::spec;
 use crate::state::{validate_id, State, EXEC_FIFO};
 
@@ -225,9 +226,9 @@ impl Container {
         // The container's seccomp profile confines its exec'd processes too.
         let seccomp = spec::load(&self.state.bundle).ok().and_then(|s| s.linux().as_ref().and_then(|l| l.seccomp().clone()));
         let plan = ExecPlan { process, seccomp, namespaces: names };
-        let helper = Helper { mode: MODE_EXEC, stdio: &stdio, cgroup: self.state.cgroup.as_ref(), oom_score_adj, id_maps: None, hooks: None };
+        let helper = Helper { mode: MODE_EXEC, stdio: &stdio, oom_score_adj, id_maps: None, hooks: None };
         let mut pids = Vec::new();
-        match helper.run(runtime, &plan, &raw, &mut pids) {
+        match helper.run(runtime, self.state.cgroup.as_ref(), &plan, &raw, &mut pids) {
             Ok((started, _)) => Ok(started),
             Err(e) => {
                 for pid in pids {
@@ -408,35 +409,40 @@ fn create_in(runtime: &Runtime, spec: &Spec, options: &CreateOptions<'_>, undo: 
     }
 
     let linux = spec.linux().as_ref();
-    let cgroups_path = linux.and_then(|l| l.cgroups_path().as_ref()).map(|p| p.to_string_lossy().into_owned());
-    let cgroup = if cgroups::hierarchies().is_empty() {
-        None
-    } else {
-        let cgroup = Cgroup::create(cgroups_path.as_deref().unwrap_or(""), id)?;
-        undo.cgroup = Some(cgroup.clone());
-        if let Some(resources) = linux.and_then(|l| l.resources().as_ref()) {
-            cgroup.apply(resources)?;
-        }
-        Some(cgroup)
-    };
+    let cgroups_path = linux.and_then(|l| l.cgroups_path().as_ref()).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+    // The unified (v2) group first, so that the helper is born in it; the v1 groups are made while it
+    // starts up (it joins them itself, see cgroups::Entry).
+    let hierarchies = cgroups::hierarchies();
+    let (unified, v1): (Vec<_>, Vec<_>) = hierarchies.iter().cloned().partition(|h| h.unified);
+    let mut cgroup = if hierarchies.is_empty() { None } else { Some(Cgroup::create_in(&unified, &cgroups_path, id)?) };
+    undo.cgroup = cgroup.clone();
 
     let exec_fifo = options.state_dir.join(EXEC_FIFO);
     nix::unistd::mkfifo(&exec_fifo, Mode::from_bits_truncate(0o600)).context(|| format!("create {}", exec_fifo.display()))?;
-
-    let plan = InitPlan { spec: spec.clone(), rootfs: rootfs.clone(), exec_fifo, cgroup: cgroup.clone() };
-    let oom_score_adj = spec.process().as_ref().and_then(|p| p.oom_score_adj());
     let id_maps = IdMaps::of(spec);
     if let Some(maps) = id_maps {
         // The init waits on the fifo as the container's root: let that user open it.
         let owner = |maps: &[LinuxIdMapping]| IdMaps::host_root(maps);
-        nix::unistd::chown(&plan.exec_fifo, owner(maps.uid).map(nix::unistd::Uid::from_raw), owner(maps.gid).map(nix::unistd::Gid::from_raw))
-            .context(|| format!("chown {} to the container's root", plan.exec_fifo.display()))?;
+        nix::unistd::chown(&exec_fifo, owner(maps.uid).map(nix::unistd::Uid::from_raw), owner(maps.gid).map(nix::unistd::Gid::from_raw))
+            .context(|| format!("chown {} to the container's root", exec_fifo.display()))?;
     }
     let annotations = spec.annotations().clone().unwrap_or_default();
     let hook_state = HookState { oci_version: crate::features::OCI_VERSION_MAX, id, status: "creating", pid: 0, bundle: options.bundle, annotations: &annotations };
     let hooks = spec.hooks().as_ref().map(|h| (h, hook_state));
-    let helper = Helper { mode: MODE_INIT, stdio: &options.stdio, cgroup: cgroup.as_ref(), oom_score_adj, id_maps, hooks };
-    let (started, control) = helper.run(runtime, &plan, &[], &mut undo.pids).map_err(|e| match e {
+    let oom_score_adj = spec.process().as_ref().and_then(|p| p.oom_score_adj());
+    let helper = Helper { mode: MODE_INIT, stdio: &options.stdio, oom_score_adj, id_maps, hooks };
+    let created_at_clone = clone_time_namespaces(spec)?;
+    let spawned = helper.spawn(runtime, cgroup.as_ref(), created_at_clone, &mut undo.pids)?;
+
+    if let Some(cgroup) = cgroup.as_mut() {
+        cgroup.extend(Cgroup::create_in(&v1, &cgroups_path, id)?);
+        undo.cgroup = Some(cgroup.clone());
+        if let Some(resources) = linux.and_then(|l| l.resources().as_ref()) {
+            cgroup.apply(resources)?;
+        }
+    }
+    let plan = InitPlan { spec: spec.clone(), rootfs: rootfs.clone(), exec_fifo, cgroup: cgroup.clone(), created_at_clone: !created_at_clone.is_empty() };
+    let (started, control) = helper.finish(runtime, spawned, cgroup.as_ref(), &plan, &[], &mut undo.pids).map_err(|e| match e {
         Error::Init(reason) if reason.is_empty() => Error::Init(format!("container {id}: the init exited during setup")),
         other => other,
     })?;
@@ -465,7 +471,6 @@ fn create_in(runtime: &Runtime, spec: &Spec, options: &CreateOptions<'_>, undo: 
 struct Helper<'a> {
     mode: &'static str,
     stdio: &'a Stdio,
-    cgroup: Option<&'a Cgroup>,
     oom_score_adj: Option<i32>,
     /// uid and gid maps for a user namespace the helper creates.
     id_maps: Option<IdMaps<'a>>,
@@ -508,26 +513,62 @@ pub struct Started {
     pub console: Option<OwnedFd>,
 }
 
+/// A helper that has been started and waits for its cgroup and plan.
+struct Spawned {
+    control: Channel,
+    pid: u32,
+    born_in_v2: bool,
+}
+
+/// The new namespaces the init can be born in (clone flags), saving the helper an unshare and, for a
+/// pid namespace, a fork: those of mount, UTS, IPC, pid and network the spec creates. None with a user
+/// namespace (the others must belong to it) or a time namespace (offsets come before any process).
+fn clone_time_namespaces(spec: &Spec) -> Result<CloneFlags> {
+    use LinuxNamespaceType::*;
+    let namespaces = spec.linux().as_ref().and_then(|l| l.namespaces().clone()).unwrap_or_default();
+    if namespaces.iter().any(|ns| matches!(ns.typ(), User | Time)) {
+        return Ok(CloneFlags::empty());
+    }
+    let mut flags = CloneFlags::empty();
+    for ns in namespaces.iter().filter(|ns| ns.path().is_none() && matches!(ns.typ(), Mount | Uts | Ipc | Pid | Network)) {
+        flags |= clone_flag(ns.typ())?;
+    }
+    Ok(flags)
+}
+
 impl Helper<'_> {
-    /// Spawns the helper, puts it into the cgroup, sends `plan` (with `fds`), and reads its reports:
-    /// an init until it is ready (the channel stays open for start), an exec until the program runs
-    /// (the channel closes at its execve). Every pid seen is pushed to `pids` for the caller's undo.
-    fn run<P: serde::Serialize>(&self, runtime: &Runtime, plan: &P, fds: &[std::os::fd::RawFd], pids: &mut Vec<u32>) -> Result<(Started, Channel)> {
-        let (mut control, helper_end) = Channel::pair().context(|| "create the control socket".into())?;
+    /// Spawns the helper, puts it into the cgroup, sends `plan` (with `fds`), and reads its reports
+    /// (see [`Helper::finish`]). Every pid seen is pushed to `pids` for the caller's undo.
+    fn run<P: serde::Serialize>(&self, runtime: &Runtime, cgroup: Option<&Cgroup>, plan: &P, fds: &[RawFd], pids: &mut Vec<u32>) -> Result<(Started, Channel)> {
+        let spawned = self.spawn(runtime, cgroup, CloneFlags::empty(), pids)?;
+        self.finish(runtime, spawned, cgroup, plan, fds, pids)
+    }
+
+    /// Starts the helper binary: born in `born_in`'s v2 group where the kernel can do that, and in the
+    /// new namespaces `namespaces`.
+    fn spawn(&self, runtime: &Runtime, born_in: Option<&Cgroup>, namespaces: CloneFlags, pids: &mut Vec<u32>) -> Result<Spawned> {
+        let (control, helper_end) = Channel::pair().context(|| "create the control socket".into())?;
         let helper_end = OwnedFd::from(helper_end);
         let stdio = self.stdio;
         let executable = runtime.helper.get()?;
-        let entry = self.cgroup.map(Cgroup::open_entry).transpose()?;
-        let born_in = entry.as_ref().and_then(|e| e.v2_dir.as_ref());
-        let (helper_pid, entered_v2) =
-            spawn::spawn_helper(&executable, &["myshim-init", HELPER_ARG, self.mode], [&stdio.stdin, &stdio.stdout, &stdio.stderr], &helper_end, born_in)
-                .context(|| format!("start the {} helper {}", self.mode, executable.path().display()))?;
-        drop(helper_end);
-        pids.push(helper_pid);
-        if let Some(cgroup) = self.cgroup.filter(|_| !entered_v2) {
+        let v2_dir = born_in.map(Cgroup::open_v2_dir).transpose()?.flatten();
+        let args = ["myshim-init", HELPER_ARG, self.mode];
+        let (pid, born_in_v2) = spawn::spawn_helper(&executable, &args, [&stdio.stdin, &stdio.stdout, &stdio.stderr], &helper_end, v2_dir.as_ref(), namespaces)
+            .context(|| format!("start the {} helper {}", self.mode, executable.path().display()))?;
+        pids.push(pid);
+        Ok(Spawned { control, pid, born_in_v2 })
+    }
+
+    /// Puts the spawned helper into `cgroup`, sends `plan` (with `fds`), and reads its reports: an init
+    /// until it is ready (the channel stays open for start), an exec until the program runs (the
+    /// channel closes at its execve).
+    fn finish<P: serde::Serialize>(&self, runtime: &Runtime, spawned: Spawned, cgroup: Option<&Cgroup>, plan: &P, fds: &[RawFd], pids: &mut Vec<u32>) -> Result<(Started, Channel)> {
+        let Spawned { mut control, pid: helper_pid, born_in_v2 } = spawned;
+        let entry = cgroup.map(Cgroup::open_entry).transpose()?;
+        if let Some(cgroup) = cgroup.filter(|_| !born_in_v2) {
             cgroup.add_process_v2(helper_pid)?;
         }
-        let tasks: Vec<_> = entry.iter().flat_map(|e| e.v1_tasks.iter().map(|fd| fd.as_raw_fd())).collect();
+        let tasks: Vec<RawFd> = entry.iter().flat_map(|e| e.v1_tasks.iter().map(|fd| fd.as_raw_fd())).collect();
         control.send_with_fds(&Directive::JoinCgroup, &tasks).context(|| format!("send the {} helper its cgroup", self.mode))?;
         if let Some(score) = self.oom_score_adj {
             crate::sys::set_oom_score_adj(helper_pid, score).context(|| format!("process.oomScoreAdj: set {score}"))?;

@@ -156,20 +156,27 @@ impl Cgroup {
         Ok(cgroup)
     }
 
+    /// Adds the directories of `other` (the same group, made in other hierarchies).
+    pub fn extend(&mut self, other: Cgroup) {
+        self.dirs.extend(other.dirs);
+    }
+
     /// What a new process needs to enter the group cheaply (see [`Entry`]).
     pub fn open_entry(&self) -> Result<Entry> {
-        let mut entry = Entry { v1_tasks: Vec::new(), v2_dir: None };
-        for d in &self.dirs {
-            if d.hierarchy.unified {
-                let dir = fs::File::open(&d.dir).context(|| format!("open {}", d.dir.display()))?;
-                entry.v2_dir = Some(dir.into());
-            } else {
-                let tasks = d.dir.join("tasks");
-                let file = fs::OpenOptions::new().write(true).open(&tasks).context(|| format!("open {}", tasks.display()))?;
-                entry.v1_tasks.push(file.into());
-            }
+        let mut entry = Entry { v1_tasks: Vec::new(), v2_dir: self.open_v2_dir()? };
+        for d in self.dirs.iter().filter(|d| !d.hierarchy.unified) {
+            let tasks = d.dir.join("tasks");
+            let file = fs::OpenOptions::new().write(true).open(&tasks).context(|| format!("open {}", tasks.display()))?;
+            entry.v1_tasks.push(file.into());
         }
         Ok(entry)
+    }
+
+    /// The group's unified (v2) directory, open (for `clone3`'s `CLONE_INTO_CGROUP`).
+    pub fn open_v2_dir(&self) -> Result<Option<std::os::fd::OwnedFd>> {
+        self.unified_dir()
+            .map(|d| fs::File::open(&d.dir).map(Into::into).context(|| format!("open {}", d.dir.display())))
+            .transpose()
     }
 
     /// Moves `pid` into the group's v2 (unified) directory, when it has one.

@@ -35,6 +35,9 @@ pub(crate) struct InitPlan {
     /// The fifo the init blocks on until start.
     pub exec_fifo: PathBuf,
     pub cgroup: Option<Cgroup>,
+    /// The runtime created this process in the spec's new mount, UTS, IPC, pid and network namespaces
+    /// (see `clone_time_namespaces`): it is already the container's pid 1 there.
+    pub created_at_clone: bool,
 }
 
 fn hooks_of(spec: &Spec) -> Option<&oci_spec::runtime::Hooks> {
@@ -59,7 +62,7 @@ pub(crate) fn run(channel: &mut Channel) -> Result<Never> {
     let exec_fifo = open(&plan.exec_fifo, OFlag::O_PATH | OFlag::O_CLOEXEC, Mode::empty())
         .context(|| format!("open exec fifo {}", plan.exec_fifo.display()))?;
 
-    enter_namespaces(spec, channel)?;
+    enter_namespaces(spec, plan.created_at_clone, channel)?;
 
     // With hooks, the runtime runs its createRuntime hooks while we wait before pivot_root, and sends
     // the state our createContainer and startContainer hooks read.
@@ -101,9 +104,10 @@ fn await_continue(channel: &mut Channel, what: &str) -> Result<Option<String>> {
 }
 
 /// Enters the container's namespaces: the user namespace first (joined, or created and mapped by the
-/// runtime), then the others named by path, then the new ones; time offsets are set before the fork
-/// that a new pid or time namespace needs. On return this process is the container's init.
-fn enter_namespaces(spec: &Spec, channel: &mut Channel) -> Result<()> {
+/// runtime), then the others named by path, then the new ones (unless the runtime created them at
+/// clone); time offsets are set before the fork that a new pid or time namespace needs. On return this
+/// process is the container's init.
+fn enter_namespaces(spec: &Spec, created_at_clone: bool, channel: &mut Channel) -> Result<()> {
     use LinuxNamespaceType::*;
     let namespaces = spec.linux().as_ref().and_then(|l| l.namespaces().clone()).unwrap_or_default();
     if let Some(user) = namespaces.iter().find(|ns| ns.typ() == User) {
@@ -122,7 +126,9 @@ fn enter_namespaces(spec: &Spec, channel: &mut Channel) -> Result<()> {
     let mut new = CloneFlags::empty();
     let mut fork_needed = false;
     for ns in namespaces.iter().filter(|ns| ns.typ() != User) {
+        let born_in = created_at_clone && ns.path().is_none() && matches!(ns.typ(), Mount | Uts | Ipc | Pid | Network);
         match ns.path() {
+            _ if born_in => continue,
             Some(path) => join(ns.typ(), path)?,
             None => new |= clone_flag(ns.typ())?,
         }

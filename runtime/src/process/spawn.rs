@@ -8,6 +8,8 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
+use nix::sched::CloneFlags;
+
 use super::executable::HelperExecutable;
 use crate::sys::dup_above;
 
@@ -22,20 +24,28 @@ const STAGING_FLOOR: RawFd = 64;
 const MAX_PLACED: usize = 8;
 
 /// Starts the helper binary `exe` with `args` and an empty environment; the child gets `stdio` at 0,
-/// 1, 2 and `control` at [`CONTROL_FD`], and is born in the v2 cgroup `cgroup` (a directory) where the
-/// kernel can do that. Returns the child's pid and whether it was born there.
-pub(crate) fn spawn_helper(exe: &HelperExecutable, args: &[&str], stdio: [&OwnedFd; 3], control: &OwnedFd, cgroup: Option<&OwnedFd>) -> io::Result<(u32, bool)> {
+/// 1, 2 and `control` at [`CONTROL_FD`], is born in the new `namespaces`, and in the v2 cgroup `cgroup`
+/// (a directory) where the kernel can do that. Returns the child's pid and whether it was born there.
+pub(crate) fn spawn_helper(
+    exe: &HelperExecutable,
+    args: &[&str],
+    stdio: [&OwnedFd; 3],
+    control: &OwnedFd,
+    cgroup: Option<&OwnedFd>,
+    namespaces: CloneFlags,
+) -> io::Result<(u32, bool)> {
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     let placed = [(stdio[0], 0), (stdio[1], 1), (stdio[2], 2), (control, CONTROL_FD)];
+    let program = || Program::Descriptor(exe.raw_fd());
     if let Some(cgroup) = cgroup {
-        match start(Program::Descriptor(exe.raw_fd()), &args, &[], &placed, Some(cgroup.as_raw_fd())) {
+        match start(program(), &args, &[], &placed, Birthplace { namespaces, cgroup: Some(cgroup.as_raw_fd()) }) {
             Ok(pid) => return Ok((pid, true)),
             // clone3 or CLONE_INTO_CGROUP unknown to this kernel (before 5.7): the caller moves the child.
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EINVAL | libc::E2BIG | libc::EOPNOTSUPP)) => {}
             Err(e) => return Err(e),
         }
     }
-    start(Program::Descriptor(exe.raw_fd()), &args, &[], &placed, None).map(|pid| (pid, false))
+    start(program(), &args, &[], &placed, Birthplace { namespaces, cgroup: None }).map(|pid| (pid, false))
 }
 
 /// Starts `program` with `args` (argv[0] included) and `env`, each `(descriptor, number)` placed at
@@ -43,7 +53,19 @@ pub(crate) fn spawn_helper(exe: &HelperExecutable, args: &[&str], stdio: [&Owned
 /// reaper collects its exit.
 pub fn spawn(program: &Path, args: &[String], env: &[String], placed: &[(&OwnedFd, RawFd)]) -> io::Result<u32> {
     let program = CString::new(program.as_os_str().as_bytes()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "program path contains NUL"))?;
-    start(Program::Path(&program), args, env, placed, None)
+    start(Program::Path(&program), args, env, placed, Birthplace::HERE)
+}
+
+/// Where the child is born: in new namespaces, and in a v2 cgroup (a directory descriptor).
+#[derive(Clone, Copy)]
+struct Birthplace {
+    namespaces: CloneFlags,
+    cgroup: Option<RawFd>,
+}
+
+impl Birthplace {
+    /// The caller's namespaces and cgroup.
+    const HERE: Birthplace = Birthplace { namespaces: CloneFlags::empty(), cgroup: None };
 }
 
 /// What the child executes: a path, or an open descriptor (`execveat` with `AT_EMPTY_PATH`).
@@ -52,7 +74,7 @@ enum Program<'a> {
     Descriptor(RawFd),
 }
 
-fn start(program: Program, args: &[String], env: &[String], placed: &[(&OwnedFd, RawFd)], cgroup: Option<RawFd>) -> io::Result<u32> {
+fn start(program: Program, args: &[String], env: &[String], placed: &[(&OwnedFd, RawFd)], birthplace: Birthplace) -> io::Result<u32> {
     if placed.len() > MAX_PLACED {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "too many descriptors to place"));
     }
@@ -70,7 +92,7 @@ fn start(program: Program, args: &[String], env: &[String], placed: &[(&OwnedFd,
     for (i, ((_, target), staged)) in placed.iter().zip(&staged).enumerate() {
         moves[i] = (staged.as_raw_fd(), *target);
     }
-    clone_and_exec(program, &argv, &envp, &moves[..placed.len()], cgroup)
+    clone_and_exec(program, &argv, &envp, &moves[..placed.len()], birthplace)
 }
 
 /// `struct clone_args` of `clone3(2)` (the fields up to `cgroup`, kernel 5.7).
@@ -92,12 +114,12 @@ struct CloneArgs {
 
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
-fn clone_and_exec(program: Program, argv: &[*const libc::c_char], envp: &[*const libc::c_char], moves: &[(RawFd, RawFd)], cgroup: Option<RawFd>) -> io::Result<u32> {
+fn clone_and_exec(program: Program, argv: &[*const libc::c_char], envp: &[*const libc::c_char], moves: &[(RawFd, RawFd)], birthplace: Birthplace) -> io::Result<u32> {
     let empty = c"";
-    let clone_args = cgroup.map(|fd| CloneArgs { flags: CLONE_INTO_CGROUP, exit_signal: libc::SIGCHLD as u64, cgroup: fd as u64, ..CloneArgs::default() });
-    // SAFETY: a plain clone (or clone3 without CLONE_VM and without a stack, which behaves the same but
-    // for the child starting in the given cgroup) gives the child a copy of this address space with a single
-    // thread. The child touches only memory prepared above (the CStrings, pointer arrays and the move
+    let namespaces = birthplace.namespaces.bits() as u64;
+    let clone_args = birthplace.cgroup.map(|fd| CloneArgs { flags: namespaces | CLONE_INTO_CGROUP, exit_signal: libc::SIGCHLD as u64, cgroup: fd as u64, ..CloneArgs::default() });
+    // SAFETY: a clone without CLONE_VM (clone3 without a stack behaves the same), into new namespaces
+    // and maybe a cgroup, gives the child a copy of this address space with a single thread. The child touches only memory prepared above (the CStrings, pointer arrays and the move
     // table, all alive until after this function returns in the parent) and calls only the
     // async-signal-safe system calls dup2, execve(at) and _exit: no allocation, no locks, no unwinding.
     // The program's descriptor may be close-on-exec: execveat of a binary (not a script) opens it
@@ -105,7 +127,7 @@ fn clone_and_exec(program: Program, argv: &[*const libc::c_char], envp: &[*const
     unsafe {
         let pid = match &clone_args {
             Some(args) => libc::syscall(libc::SYS_clone3, args as *const CloneArgs, std::mem::size_of::<CloneArgs>()),
-            None => libc::syscall(libc::SYS_clone, libc::SIGCHLD as libc::c_ulong, 0usize, 0usize, 0usize, 0usize),
+            None => libc::syscall(libc::SYS_clone, namespaces as libc::c_ulong | libc::SIGCHLD as libc::c_ulong, 0usize, 0usize, 0usize, 0usize),
         };
         if pid == 0 {
             for &(from, to) in moves {
