@@ -2,7 +2,7 @@
 //! and reported as ratios (this VM is noisy). `integration/bench.sh` builds what it measures (a static
 //! release build) and runs this; `--smoke` (CI) runs every measurement a few times and writes nothing.
 //! Otherwise the results go into the README's performance section, `docs/bench/results.json` and
-//! `docs/bench/chart.png`.
+//! `docs/bench/chart.png`. `--direct-only` runs just the shim-direct part (for profiling) and writes nothing.
 //!
 //! Everything runs in a private mount namespace without the hybrid unified cgroup mount, which crun
 //! refuses: containerd, the shims and every runtime inherit it, so all see the same v1 layout.
@@ -42,8 +42,13 @@ impl Counts {
 
 fn main() {
     let smoke = std::env::args().any(|a| a == "--smoke");
+    let direct_only = std::env::args().any(|a| a == "--direct-only");
     enter_private_mount_namespace();
     let counts = if smoke { Counts::smoke() } else { Counts::full() };
+    if direct_only {
+        println!("{}", serde_json::to_string_pretty(&direct(&counts)).unwrap());
+        return;
+    }
     let mut results = json!({
         "environment": environment(),
         "smoke": smoke,

@@ -114,38 +114,132 @@ struct CloneArgs {
 
 const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
-fn clone_and_exec(program: Program, argv: &[*const libc::c_char], envp: &[*const libc::c_char], moves: &[(RawFd, RawFd)], birthplace: Birthplace) -> io::Result<u32> {
-    let empty = c"";
-    let namespaces = birthplace.namespaces.bits() as u64;
-    let clone_args = birthplace.cgroup.map(|fd| CloneArgs { flags: namespaces | CLONE_INTO_CGROUP, exit_signal: libc::SIGCHLD as u64, cgroup: fd as u64, ..CloneArgs::default() });
-    // SAFETY: a clone without CLONE_VM (clone3 without a stack behaves the same), into new namespaces
-    // and maybe a cgroup, gives the child a copy of this address space with a single thread. The child touches only memory prepared above (the CStrings, pointer arrays and the move
-    // table, all alive until after this function returns in the parent) and calls only the
-    // async-signal-safe system calls dup2, execve(at) and _exit: no allocation, no locks, no unwinding.
-    // The program's descriptor may be close-on-exec: execveat of a binary (not a script) opens it
-    // before descriptors are closed.
+/// What the child needs, prepared by the parent in memory the child shares (`CLONE_VM`).
+#[repr(C)]
+struct ChildPlan {
+    /// `execve` of this path when not null, else `execveat` of `fd`.
+    path: *const libc::c_char,
+    fd: RawFd,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+    moves: *const (RawFd, RawFd),
+    moves_len: usize,
+    /// The signal mask the child restores before exec (the parent's, before it blocked everything).
+    mask: *const libc::sigset_t,
+    /// Set by the child when it cannot exec: the errno.
+    failure: i32,
+}
+
+/// `struct sigaction` as the kernel's `rt_sigaction` takes it.
+#[repr(C)]
+struct KernelSigaction {
+    handler: usize,
+    flags: u64,
+    restorer: usize,
+    mask: u64,
+}
+
+/// The child's whole life: default signal handlers and the parent's signal mask, the descriptors
+/// moved into place, exec. Raw system calls only: it runs on its own small stack in the parent's
+/// memory (the parent waits, `CLONE_VFORK`) until the exec replaces it.
+unsafe extern "C" fn child_main(plan: *mut ChildPlan) -> ! {
+    // SAFETY: `plan` points to the parent's ChildPlan, alive until the parent resumes (after our exec
+    // or exit); every pointer in it was prepared for this call. Only system calls follow.
     unsafe {
-        let pid = match &clone_args {
-            Some(args) => libc::syscall(libc::SYS_clone3, args as *const CloneArgs, std::mem::size_of::<CloneArgs>()),
-            None => libc::syscall(libc::SYS_clone, namespaces as libc::c_ulong | libc::SIGCHLD as libc::c_ulong, 0usize, 0usize, 0usize, 0usize),
-        };
-        if pid == 0 {
-            for &(from, to) in moves {
-                if libc::dup2(from, to) < 0 {
-                    libc::_exit(126);
-                }
+        let plan = &mut *plan;
+        let default = KernelSigaction { handler: 0, flags: 0, restorer: 0, mask: 0 };
+        for signal in 1..=64 {
+            if signal != libc::SIGKILL && signal != libc::SIGSTOP {
+                libc::syscall(libc::SYS_rt_sigaction, signal, &default as *const KernelSigaction, std::ptr::null::<KernelSigaction>(), 8);
             }
-            match program {
-                Program::Path(path) => libc::execve(path.as_ptr(), argv.as_ptr(), envp.as_ptr()),
-                Program::Descriptor(fd) => {
-                    libc::syscall(libc::SYS_execveat, fd, empty.as_ptr(), argv.as_ptr(), envp.as_ptr(), libc::AT_EMPTY_PATH) as libc::c_int
-                }
-            };
-            libc::_exit(127);
         }
-        if pid < 0 {
-            return Err(io::Error::last_os_error());
+        libc::syscall(libc::SYS_rt_sigprocmask, libc::SIG_SETMASK, plan.mask, std::ptr::null::<libc::sigset_t>(), 8);
+        let moves = std::slice::from_raw_parts(plan.moves, plan.moves_len);
+        for &(from, to) in moves {
+            if libc::syscall(libc::SYS_dup2, from, to) < 0 {
+                plan.failure = *libc::__errno_location();
+                libc::syscall(libc::SYS_exit, 126);
+            }
         }
-        Ok(pid as u32)
+        let empty = c"";
+        if !plan.path.is_null() {
+            libc::syscall(libc::SYS_execve, plan.path, plan.argv, plan.envp);
+        } else {
+            libc::syscall(libc::SYS_execveat, plan.fd, empty.as_ptr(), plan.argv, plan.envp, libc::AT_EMPTY_PATH);
+        }
+        plan.failure = *libc::__errno_location();
+        libc::syscall(libc::SYS_exit, 127);
+        std::hint::unreachable_unchecked()
     }
+}
+
+/// Stack of the child until its exec (it only makes system calls).
+const CHILD_STACK_BYTES: usize = 64 << 10;
+
+/// Clones the child `posix_spawn`-style: sharing this process's memory (`CLONE_VM`) on a stack of its
+/// own, with this thread waiting until it execs (`CLONE_VFORK`). No page tables are copied and no page
+/// of the (large, multi-threaded) caller becomes copy-on-write, which a plain fork costs twice: at
+/// the clone and at every later write.
+fn clone_and_exec(program: Program, argv: &[*const libc::c_char], envp: &[*const libc::c_char], moves: &[(RawFd, RawFd)], birthplace: Birthplace) -> io::Result<u32> {
+    let (path, fd) = match program {
+        Program::Path(path) => (path.as_ptr(), -1),
+        Program::Descriptor(fd) => (std::ptr::null(), fd),
+    };
+    let mut stack = vec![0u128; CHILD_STACK_BYTES / 16];
+    // SAFETY: sigset_t is plain data; sigfillset and pthread_sigmask fill what we pass.
+    let (mut all, mut previous): (libc::sigset_t, libc::sigset_t) = unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
+    // SAFETY: as above.
+    unsafe {
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut previous);
+    }
+    let mut plan = ChildPlan { path, fd, argv: argv.as_ptr(), envp: envp.as_ptr(), moves: moves.as_ptr(), moves_len: moves.len(), mask: &previous, failure: 0 };
+    let mut flags = birthplace.namespaces.bits() as u64 | libc::CLONE_VM as u64 | libc::CLONE_VFORK as u64;
+    if birthplace.cgroup.is_some() {
+        flags |= CLONE_INTO_CGROUP;
+    }
+    let args = CloneArgs {
+        flags,
+        exit_signal: libc::SIGCHLD as u64,
+        stack: stack.as_mut_ptr() as u64,
+        stack_size: CHILD_STACK_BYTES as u64,
+        cgroup: birthplace.cgroup.unwrap_or(0) as u64,
+        ..CloneArgs::default()
+    };
+    let result: i64;
+    // SAFETY: clone3 with CLONE_VM and CLONE_VFORK and a stack: the child starts on `stack` (its top,
+    // 16-byte aligned) with the registers of this thread, finds the plan and its entry point in r12
+    // and r13 (preserved by `syscall`), and calls `child_main`, which never returns; this thread
+    // resumes only once the child has exec'd or exited, so `plan`, `stack` and everything the plan
+    // points to outlive the child's use of them. All signals are blocked around the clone so that
+    // no handler of this process runs in the child.
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            "mov rdi, r12",
+            "call r13",
+            "ud2",
+            "2:",
+            inlateout("rax") libc::SYS_clone3 => result,
+            in("rdi") &args as *const CloneArgs,
+            in("rsi") std::mem::size_of::<CloneArgs>(),
+            in("r12") &mut plan as *mut ChildPlan,
+            in("r13") child_main as *const () as usize,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
+        libc::pthread_sigmask(libc::SIG_SETMASK, &previous, std::ptr::null_mut());
+    }
+    drop(stack);
+    if result < 0 {
+        return Err(io::Error::from_raw_os_error(-result as i32));
+    }
+    if plan.failure != 0 {
+        // The child is gone (it exited); its exit reaches the caller's reaper like any other.
+        return Err(io::Error::from_raw_os_error(plan.failure));
+    }
+    Ok(result as u32)
 }
