@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up a fresh Debian 12 machine for myshim and runs the demo:
-#   - Debian packages: busybox-static (the test image), runc and crun (peers for comparison),
-#     CNI plugins, build tools (gcc builds the escape tests' static helper);
+#   - Debian packages: busybox-static (the test image), runc (the peer for comparison), CNI plugins,
+#     build tools (gcc builds the escape tests' static helper), patchelf, matplotlib and perf (the
+#     benchmarks: crun 1.21 with its own glibc, the chart, the link order);
 #   - the nightly toolchain and cargo-fuzz (for shim/fuzz);
 #   - containerd 1.6, 1.7 and 2.1 side by side under /opt/myshim (system apt configuration untouched);
 #   - builds the workspace and the busybox image;
@@ -15,7 +16,8 @@ if [ "$(id -u)" != 0 ]; then
   exit 1
 fi
 
-packages=(busybox-static runc crun containernetworking-plugins libseccomp-dev pkg-config iproute2 python3 util-linux gcc libc6-dev)
+packages=(busybox-static runc crun containernetworking-plugins libseccomp-dev pkg-config iproute2 python3 util-linux gcc libc6-dev
+  patchelf python3-matplotlib linux-perf)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -31,8 +33,9 @@ echo "== fuzzing tools (nightly toolchain, cargo-fuzz)"
 rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --quiet
 
-echo "== containerd 1.6, 1.7, 2.1"
+echo "== containerd 1.6, 1.7, 2.1; crun 1.21 (benchmarks)"
 integration/scripts/fetch-containerd.sh
+integration/scripts/fetch-crun.sh
 
 echo "== building"
 cargo build --workspace --bins --quiet

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test: unit tests, the runtime's root tests, the end-to-end, fault, load, hostile-input
 # and escape tests against private containerd 1.6, 1.7 and 2.1 instances (started and stopped by the
-# tests), and a short run of every fuzz target. Run as root after setup.sh. Arguments go to the test
-# binaries (a name filter, say); MYSHIM_FUZZ_SECONDS sets the fuzzing time per target (0 skips it).
+# tests), a short run of every fuzz target, and a smoke run of the benchmark. Run as root after
+# setup.sh. Arguments go to the test binaries (a name filter, say); MYSHIM_FUZZ_SECONDS sets the
+# fuzzing time per target (0 skips it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,3 +26,6 @@ fuzz_seconds="${MYSHIM_FUZZ_SECONDS:-10}"
 if [ "$fuzz_seconds" != 0 ]; then
   shim/fuzz/run.sh "$fuzz_seconds"
 fi
+
+# The benchmark, briefly (no thresholds, nothing written): it still has to work.
+integration/bench.sh --smoke
