@@ -161,7 +161,7 @@ fn orphans_are_reaped() {
     api.delete_process("hostpid", "parent").unwrap();
     let orphans: Vec<u32> = leaks::container_processes(&c.namespace)
         .into_iter()
-        .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.starts_with("sleep\01.5")))
+        .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.starts_with("sleep\u{0}1.5")))
         .collect();
     assert_eq!(orphans.len(), 1, "{orphans:?}");
     let status = std::fs::read_to_string(format!("/proc/{}/status", orphans[0])).unwrap();

@@ -95,7 +95,7 @@ pub fn validate(spec: &Spec) -> Result<()> {
     if spec.hostname().as_deref().is_some_and(|h| !h.is_empty()) && !private_uts {
         return Err(Error::spec("hostname", "setting a hostname needs a uts namespace"));
     }
-    if !namespace(spec, LinuxNamespaceType::Mount).is_some() {
+    if namespace(spec, LinuxNamespaceType::Mount).is_none() {
         return Err(Error::spec("linux.namespaces", "a mount namespace is required"));
     }
     Ok(())

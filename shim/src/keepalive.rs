@@ -7,7 +7,7 @@
 //! forwards to the shim as a `Wait` that stays open until the container exits (re-issued if
 //! containerd restarts meanwhile).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use hyper_util::rt::TokioIo;
@@ -54,8 +54,8 @@ async fn wait_through_containerd(address: PathBuf, namespace: String, container_
     }
 }
 
-async fn wait_once(address: &PathBuf, namespace: &str, container_id: &str) -> Result<(), tonic::Status> {
-    let path = address.clone();
+async fn wait_once(address: &Path, namespace: &str, container_id: &str) -> Result<(), tonic::Status> {
+    let path = address.to_path_buf();
     let channel = Endpoint::from_static("http://containerd")
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let path = path.clone();

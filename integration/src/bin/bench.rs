@@ -140,7 +140,7 @@ fn direct(counts: &Counts) -> Value {
     let shims = [(Protocol::Ttrpc, DirectShim::start("bench-ttrpc", Protocol::Ttrpc)), (Protocol::Grpc, DirectShim::start("bench-grpc", Protocol::Grpc))];
     let mut clients: Vec<ShimClient> = shims.iter().map(|(_, s)| s.client()).collect();
     let bundles: Vec<PathBuf> = shims.iter().map(|(_, s)| true_bundle(s, "seq")).collect();
-    let mut samples = vec![Vec::new(), Vec::new()];
+    let mut samples = [Vec::new(), Vec::new()];
     for _ in 0..counts.direct_sequential {
         for (i, client) in clients.iter_mut().enumerate() {
             let started = Instant::now();

@@ -98,10 +98,8 @@ pub fn apply(dir: &Path, controllers: &[String], resources: &LinuxResources, str
                 write(dir, "cpu.max.burst", &burst.to_string())?;
             }
         }
-        if cpu.realtime_runtime().is_some() || cpu.realtime_period().is_some() {
-            if strict {
-                return Err(Error::spec("linux.resources.cpu.realtimeRuntime", "real-time bandwidth has no cgroup v2 equivalent"));
-            }
+        if (cpu.realtime_runtime().is_some() || cpu.realtime_period().is_some()) && strict {
+            return Err(Error::spec("linux.resources.cpu.realtimeRuntime", "real-time bandwidth has no cgroup v2 equivalent"));
         }
         if (cpu.cpus().as_deref().is_some_and(|c| !c.is_empty()) || cpu.mems().as_deref().is_some_and(|m| !m.is_empty())) && need("cpuset", "cpu.cpus")? {
             if let Some(cpus) = cpu.cpus().as_deref().filter(|c| !c.is_empty()) {

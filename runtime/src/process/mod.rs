@@ -8,13 +8,16 @@
 //!
 //! 1. In the caller, everything is prepared up front: the argument and environment arrays, the stdio
 //!    descriptors and a control socket, staged at high descriptor numbers.
-//! 2. [`spawn`] calls the raw `clone` system call; the child only `dup2`s the staged descriptors into
-//!    place and `execveat`s the helper binary (the caller's own executable, which calls
+//! 2. [`spawn`] calls `clone3` (sharing the caller's memory until the exec, on a stack of the child's
+//!    own, in the new namespaces the spec asks for and the container's v2 cgroup where it can); the
+//!    child only resets its signal handlers, `dup2`s the staged descriptors into place and
+//!    `execveat`s the helper binary (the caller's own executable, which calls
 //!    [`run_helper_if_requested`] first thing in `main`), by a descriptor that leads to it through a
 //!    read-only mount ([`executable`]).
-//! 3. The helper is a fresh single-threaded process. It reads its plan from the control socket, joins
-//!    or creates the namespaces, forks once when the pid namespace changes (the child becomes the
-//!    container's pid 1, or the exec'd process, and the helper reports its host pid and exits), then
+//! 3. The helper is a fresh single-threaded process. It first joins its v1 cgroups (writing `0` to the
+//!    `tasks` descriptors the runtime sends), then reads its plan from the control socket, joins or
+//!    creates the namespaces it was not born in, forks once when it joined a pid namespace (an exec's
+//!    helper: the child becomes the exec'd process, the helper reports its host pid and exits), then
 //!    builds the filesystem and `pivot_root`s (init) and attaches a terminal if one was asked for.
 //! 4. The init reports ready and blocks on the exec fifo; start opens it. The init (or an exec's
 //!    process, at once) takes on the process's user and `execve`s the program. The control socket is

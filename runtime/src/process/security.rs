@@ -42,7 +42,7 @@ pub(crate) fn apply(process: &Process, confinement: &Confinement<'_>) -> Result<
 
     let caps = process.capabilities().as_ref();
     let set = |get: fn(&oci_spec::runtime::LinuxCapabilities) -> &Option<HashSet<Capability>>| -> Result<u64> {
-        caps.and_then(|c| get(c).as_ref()).map(|s| capability_mask(s)).unwrap_or(Ok(0))
+        caps.and_then(|c| get(c).as_ref()).map(capability_mask).unwrap_or(Ok(0))
     };
     let bounding = set(|c| c.bounding())?;
     let effective = set(|c| c.effective())?;

@@ -1,6 +1,7 @@
 //! Starting a program from a multi-threaded caller (the shim) without running any Rust code in the
-//! child: everything is prepared before `clone`, and the child only moves descriptors into place with
-//! `dup2` and calls `execve`.
+//! child: everything is prepared before `clone3`, and the child, which shares the caller's memory
+//! until it execs (`posix_spawn`-style), only resets its signals, moves descriptors into place and
+//! calls `execve` or `execveat`, with raw system calls.
 
 use std::ffi::{CStr, CString};
 use std::io;
@@ -40,7 +41,7 @@ pub(crate) fn spawn_helper(
     if let Some(cgroup) = cgroup {
         match start(program(), &args, &[], &placed, Birthplace { namespaces, cgroup: Some(cgroup.as_raw_fd()) }) {
             Ok(pid) => return Ok((pid, true)),
-            // clone3 or CLONE_INTO_CGROUP unknown to this kernel (before 5.7): the caller moves the child.
+            // CLONE_INTO_CGROUP unknown to this kernel (before 5.7): the caller moves the child.
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EINVAL | libc::E2BIG | libc::EOPNOTSUPP)) => {}
             Err(e) => return Err(e),
         }
@@ -48,7 +49,7 @@ pub(crate) fn spawn_helper(
     start(program(), &args, &[], &placed, Birthplace { namespaces, cgroup: None }).map(|pid| (pid, false))
 }
 
-/// Starts `program` with `args` (argv[0] included) and `env`, each `(descriptor, number)` placed at
+/// Starts `program` with `args` (`argv[0]` included) and `env`, each `(descriptor, number)` placed at
 /// that number in the child and everything else closed at exec. Returns the child's pid; the caller's
 /// reaper collects its exit.
 pub fn spawn(program: &Path, args: &[String], env: &[String], placed: &[(&OwnedFd, RawFd)]) -> io::Result<u32> {

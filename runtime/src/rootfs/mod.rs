@@ -29,7 +29,7 @@ pub(crate) fn prepare(spec: &Spec, rootfs: &Path, cgroup: Option<&Cgroup>, befor
     // Our mounts must not propagate back to the host; the spec can ask for other propagation.
     let propagation = linux
         .and_then(|l| l.rootfs_propagation().as_deref())
-        .map(|p| propagation_flags(p))
+        .map(propagation_flags)
         .transpose()?
         .unwrap_or(MsFlags::MS_SLAVE);
     mount(None::<&str>, "/", None::<&str>, propagation | MsFlags::MS_REC, None::<&str>)
