@@ -75,7 +75,7 @@ impl Containerd {
     /// Like [`Containerd::start`], with a myshim configuration file for this instance's shims
     /// (containerd passes its environment, `MYSHIM_CONFIG` included, to them).
     pub fn start_with(version: Version, name: &str, shim_config: Option<&str>) -> Containerd {
-        let dir = paths::scratch(&format!("containerd-{}-{name}", version.dir_name()));
+        let dir = paths::scratch(&format!("containerd-{}-{name}", version.dir_name())).into_path();
         if let Some(config) = shim_config {
             fs::write(dir.join("myshim.toml"), config).expect("write the shim configuration");
         }
@@ -93,7 +93,7 @@ impl Containerd {
     /// own (so CNI's bridge and the "host" network of host-network pods stay inside the test), with
     /// the busybox and pause images in namespace `k8s.io`.
     pub fn start_cri(version: Version, name: &str, handler_options: &str) -> Containerd {
-        let dir = paths::scratch(&format!("containerd-cri-{}-{name}", version.dir_name()));
+        let dir = paths::scratch(&format!("containerd-cri-{}-{name}", version.dir_name())).into_path();
         let netns = format!("myshim-{}-{}-{}", name, version.dir_name().replace('.', ""), std::process::id());
         let ip = |args: &[&str]| {
             let status = Command::new("ip").args(args).status().expect("run ip");

@@ -62,7 +62,7 @@ pub struct FakeContainerd {
 impl FakeContainerd {
     /// Answers as containerd `version` (which decides the shim's bootstrap reply).
     pub fn start(name: &str, version: &str) -> FakeContainerd {
-        let dir = paths::scratch(&format!("fake-containerd-{name}"));
+        let dir = paths::scratch(&format!("fake-containerd-{name}")).into_path();
         let received = Received::default();
         let stop = Arc::new(AtomicBool::new(false));
         let mut threads = Vec::new();

@@ -116,6 +116,8 @@ fn subdirectories(dir: &Path) -> Vec<PathBuf> {
     fs::read_dir(dir).into_iter().flatten().flatten().filter(|e| e.file_type().is_ok_and(|t| t.is_dir())).map(|e| e.path()).collect()
 }
 
+/// Removes a cgroup directory and its children, retrying for a while those still busy with processes
+/// that were killed but have not finished exiting.
 pub fn remove_cgroup_tree(dir: &Path) {
     if let Ok(entries) = fs::read_dir(dir) {
         for entry in entries.flatten() {
@@ -124,7 +126,10 @@ pub fn remove_cgroup_tree(dir: &Path) {
             }
         }
     }
-    let _ = fs::remove_dir(dir);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while fs::remove_dir(dir).is_err_and(|e| e.raw_os_error() == Some(libc::EBUSY)) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 /// The socket a shim serving container `id` of this instance uses (the shim's own naming scheme).

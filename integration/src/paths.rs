@@ -24,11 +24,41 @@ pub fn opt() -> PathBuf {
     std::env::var_os("MYSHIM_OPT").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/opt/myshim"))
 }
 
-/// A scratch directory for one test, removed by its owner.
-pub fn scratch(name: &str) -> PathBuf {
+/// A scratch directory for one test, removed when dropped (also when the test fails).
+pub fn scratch(name: &str) -> Scratch {
     use std::sync::atomic::{AtomicU32, Ordering};
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let dir = std::env::temp_dir().join(format!("myshim-it-{}-{}-{name}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst)));
     std::fs::create_dir_all(&dir).expect("create scratch directory");
-    dir
+    Scratch(Some(dir))
+}
+
+pub struct Scratch(Option<PathBuf>);
+
+impl Scratch {
+    /// The directory, for an owner that removes it itself (after unmounting what it mounted there).
+    pub fn into_path(mut self) -> PathBuf {
+        self.0.take().expect("scratch directory")
+    }
+}
+
+impl std::ops::Deref for Scratch {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        self.0.as_deref().expect("scratch directory")
+    }
+}
+
+impl AsRef<std::path::Path> for Scratch {
+    fn as_ref(&self) -> &std::path::Path {
+        self
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        if let Some(dir) = self.0.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
 }

@@ -11,7 +11,7 @@ use myshim_integration::{leaks, paths, Containerd, Version};
 use sha2::{Digest, Sha256};
 
 /// A containerd 2.1 with the hostile image, and a scratch directory.
-fn setup(name: &str) -> (Containerd, std::path::PathBuf) {
+fn setup(name: &str) -> (Containerd, paths::Scratch) {
     let c = Containerd::start(Version::V2_1, name);
     let dir = paths::scratch(name);
     let archive = image::hostile_archive(&dir);
@@ -41,7 +41,6 @@ fn chroot_escape_stays_inside() {
     std::fs::write(&marker, "host").unwrap();
     let out = run(&c, "jail", &[], &["/escape", "chroot", marker.to_str().unwrap()]).ok();
     assert_eq!(lines(&out.stdout), ["chroot-jail ok", "chroot-dot ok", "host-marker absent", "container-root visible"], "{}", out.stdout);
-    let _ = std::fs::remove_dir_all(&dir);
     c.assert_no_leftovers();
 }
 
@@ -50,7 +49,7 @@ fn chroot_escape_stays_inside() {
 /// executable for writing. It reaches the binary only through a read-only mount, and it stays intact.
 #[test]
 fn host_binary_cannot_be_overwritten_through_proc_exe() {
-    let (c, dir) = setup("procexe");
+    let (c, _scratch) = setup("procexe");
     let binary = paths::shim_binary();
     let before = Sha256::digest(std::fs::read(&binary).unwrap());
     c.track("victim");
@@ -80,7 +79,6 @@ fn host_binary_cannot_be_overwritten_through_proc_exe() {
     assert!(!report.contains("writable mount"), "{report}");
     assert_eq!(Sha256::digest(std::fs::read(&binary).unwrap()), before, "the shim binary changed");
     c.remove("victim");
-    let _ = std::fs::remove_dir_all(&dir);
     c.assert_no_leftovers();
 }
 
@@ -88,7 +86,7 @@ fn host_binary_cannot_be_overwritten_through_proc_exe() {
 /// keyring calls fail with EPERM; without it, unshare and keyctl work (so the profile is what stops them).
 #[test]
 fn default_seccomp_profile_blocks_syscalls() {
-    let (c, dir) = setup("seccomp");
+    let (c, _scratch) = setup("seccomp");
     let with = run(&c, "with", &["--seccomp"], &["/escape", "syscalls"]).ok();
     assert_eq!(
         lines(&with.stdout),
@@ -100,14 +98,13 @@ fn default_seccomp_profile_blocks_syscalls() {
     let without = lines(&without.stdout);
     assert!(without.contains(&"unshare-user ok") && without.contains(&"keyctl-join ok"), "{without:?}");
     assert!(without.contains(&"mount-tmpfs EPERM") && without.contains(&"umount-proc EPERM"), "no CAP_SYS_ADMIN: {without:?}");
-    let _ = std::fs::remove_dir_all(&dir);
     c.assert_no_leftovers();
 }
 
 /// Masked paths read as empty (those this kernel has), read-only paths refuse writes.
 #[test]
 fn masked_and_read_only_paths() {
-    let (c, dir) = setup("masked");
+    let (c, _scratch) = setup("masked");
     let masked = ["/proc/kcore", "/proc/keys", "/proc/timer_list", "/proc/sched_debug"];
     let read_only: Vec<&str> = ["/proc/sys/kernel/hostname", "/proc/sysrq-trigger", "/proc/irq/default_smp_affinity"]
         .into_iter()
@@ -125,32 +122,29 @@ fn masked_and_read_only_paths() {
     assert!(text.contains("firmware 0"), "{text}");
     assert_eq!(text.matches("Read-only file system").count(), read_only.len(), "{text}");
     assert_ne!(std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap().trim(), "0");
-    let _ = std::fs::remove_dir_all(&dir);
     c.assert_no_leftovers();
 }
 
 /// Device nodes of host devices, made in the container or shipped in the image, cannot be opened.
 #[test]
 fn host_devices_stay_out_of_reach() {
-    let (c, dir) = setup("devices");
+    let (c, _scratch) = setup("devices");
     let out = run(&c, "devices", &[], &["sh", "-c", "/escape mknod-open; /escape open /evil/mem /evil/sda"]).ok();
     let text = out.stdout;
     for node in ["/tmp/sda", "/tmp/vda", "/tmp/mem", "/tmp/kmsg", "/evil/mem", "/evil/sda"] {
         assert!(text.contains(&format!("open {node} EPERM")), "{node}: {text}");
     }
-    let _ = std::fs::remove_dir_all(&dir);
     c.assert_no_leftovers();
 }
 
 /// A setuid-root binary gives a non-root user root only when no_new_privileges is off.
 #[test]
 fn setuid_binaries_respect_no_new_privileges() {
-    let (c, dir) = setup("setuid");
+    let (c, _scratch) = setup("setuid");
     let confined = run(&c, "nnp", &["--user", "1000:1000"], &["/escape-suid", "euid"]).ok();
     assert_eq!(confined.stdout, "euid 1000\n");
     let allowed = run(&c, "newprivs", &["--user", "1000:1000", "--allow-new-privs"], &["/escape-suid", "euid"]).ok();
     assert_eq!(allowed.stdout, "euid 0\n", "the image's setuid bit works when allowed");
-    let _ = std::fs::remove_dir_all(&dir);
     c.assert_no_leftovers();
 }
 
@@ -174,6 +168,5 @@ fn symlinks_out_of_the_root() {
     assert_eq!(out.stdout, "inside\ninside\n", "the mount is at the symlink's target inside the root");
     assert!(!Path::new(&host_target).exists(), "{} appeared on the host", host_target.display());
     assert!(leaks::mounts_under(&host_target).is_empty());
-    let _ = std::fs::remove_dir_all(&dir);
     c.assert_no_leftovers();
 }

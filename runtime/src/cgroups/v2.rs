@@ -209,7 +209,29 @@ pub fn stats(dir: &Path) -> super::stats::V2Stats {
 mod tests {
     use super::*;
 
-    fn fake_cgroup(files: &[(&str, &str)]) -> std::path::PathBuf {
+    /// A directory standing in for a v2 group, removed when dropped.
+    struct FakeCgroup(std::path::PathBuf);
+
+    impl std::ops::Deref for FakeCgroup {
+        type Target = Path;
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl AsRef<Path> for FakeCgroup {
+        fn as_ref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for FakeCgroup {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    fn fake_cgroup(files: &[(&str, &str)]) -> FakeCgroup {
         use std::sync::atomic::{AtomicU32, Ordering};
         static NEXT: AtomicU32 = AtomicU32::new(0);
         let dir = std::env::temp_dir().join(format!("myshim-fake-cgroup-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst)));
@@ -217,7 +239,7 @@ mod tests {
         for (name, content) in files {
             fs::write(dir.join(name), content).unwrap();
         }
-        dir
+        FakeCgroup(dir)
     }
 
     fn resources(json: &str) -> LinuxResources {
