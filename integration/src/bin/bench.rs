@@ -61,6 +61,8 @@ fn main() {
     let sockets_before = shim_sockets();
     results["containerd"] = through_containerd(&counts);
     remove_stale_sockets(&sockets_before);
+    eprintln!("== containerd 1.7: ttrpc against gRPC");
+    results["protocols"] = protocols_through_containerd_1_7(&counts);
     let table = markdown(&results);
     println!("{table}");
     if smoke {
@@ -383,6 +385,30 @@ fn remove_stale_sockets(before: &[PathBuf]) {
     }
 }
 
+/// `ctr run --rm … true` through containerd 1.7 with myshim over ttrpc and over gRPC (two instances,
+/// interleaved).
+fn protocols_through_containerd_1_7(counts: &Counts) -> Value {
+    let instances = [
+        ("ttrpc", Containerd::start(Version::V1_7, "bench-ttrpc")),
+        ("grpc", Containerd::start_with(Version::V1_7, "bench-grpc", Some("protocol = \"grpc\"\n"))),
+    ];
+    let mut samples = vec![Vec::new(); instances.len()];
+    for n in 0..counts.ctr_runs {
+        for (i, (name, c)) in instances.iter().enumerate() {
+            let id = format!("proto-{name}-{n}");
+            c.track(&id);
+            samples[i].push(ctr_timed(c, &["run", "--runtime", RUNTIME, "--rm", image::BUSYBOX, &id, "true"]));
+        }
+    }
+    let mut result = json!({});
+    for (i, (name, c)) in instances.iter().enumerate() {
+        result[*name] = json!({ "ctr_run_ms": median(&samples[i]) });
+        eprintln!("  {name}: ctr run {:.1} ms", median(&samples[i]));
+        c.assert_no_leftovers();
+    }
+    result
+}
+
 /// The pid of the shim serving container `id` of this instance.
 fn shim_process(c: &Containerd, binary: &str, id: &str) -> u32 {
     let socket = c.socket().display().to_string();
@@ -458,6 +484,13 @@ fn markdown(r: &Value) -> String {
             number(&d["grpc"]["per_second"][concurrency])
         ));
     }
+    let p = &r["protocols"];
+    out.push_str(&format!(
+        "\n| containerd 1.7, myshim: `ctr run --rm … true` | ttrpc | gRPC | gRPC / ttrpc |\n|---|---|---|---|\n| median | {:.1} ms | {:.1} ms | {:.2}× |\n",
+        number(&p["ttrpc"]["ctr_run_ms"]),
+        number(&p["grpc"]["ctr_run_ms"]),
+        number(&p["grpc"]["ctr_run_ms"]) / number(&p["ttrpc"]["ctr_run_ms"])
+    ));
     out.push_str(&format!(
         "\n| the OCI runtime alone: `run` of a busybox bundle | myshim-runc | runc | crun |\n|---|---|---|---|\n| median | {:.1} ms | {:.1} ms | {:.1} ms |\n",
         number(&oci["myshim-runc"]["median_ms"]),
