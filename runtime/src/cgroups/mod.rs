@@ -370,6 +370,18 @@ fn normalise(path: &str) -> Result<String> {
 }
 
 fn create_dir_in(hierarchy: &Hierarchy, path: &str) -> Result<CgroupDir> {
+    // A parent another runtime removes at this moment (the last container of a namespace going away)
+    // makes a step fail with ENOENT: start again from the top.
+    let mut attempts = 3;
+    loop {
+        match create_path(hierarchy, path) {
+            Err(e) if e.is_io_kind(io::ErrorKind::NotFound) && attempts > 1 => attempts -= 1,
+            other => return other,
+        }
+    }
+}
+
+fn create_path(hierarchy: &Hierarchy, path: &str) -> Result<CgroupDir> {
     let dir = hierarchy.mount_point.join(path.trim_start_matches('/'));
     let mut current = hierarchy.mount_point.clone();
     for part in path.trim_start_matches('/').split('/') {
@@ -379,10 +391,14 @@ fn create_dir_in(hierarchy: &Hierarchy, path: &str) -> Result<CgroupDir> {
         }
         current.push(part);
         match fs::create_dir(&current) {
-            Ok(()) if hierarchy.has("cpuset") && !hierarchy.unified => v1::inherit_cpuset(&current)?,
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => return Err(Error::io(format!("create cgroup {}", current.display()), e)),
+        }
+        // Also when the group existed: another container may have made it a moment ago and not yet
+        // filled in its cpus and mems (without which nothing can join it or its children).
+        if hierarchy.has("cpuset") && !hierarchy.unified {
+            v1::inherit_cpuset(&current)?;
         }
     }
     Ok(CgroupDir { hierarchy: hierarchy.clone(), dir })

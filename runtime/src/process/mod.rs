@@ -68,6 +68,8 @@ pub fn run_helper_if_requested() {
         return;
     }
     let mode = args.next().and_then(|m| m.into_string().ok()).unwrap_or_default();
+    // spawn_helper exec'd us with every signal blocked.
+    let _ = nix::sys::signal::SigSet::empty().thread_set_mask();
     // SAFETY: descriptor 3 was placed there by spawn_helper and belongs to this process alone.
     let control = unsafe { UnixStream::from_raw_fd(CONTROL_FD) };
     crate::sys::close_descriptors_from(CONTROL_FD + 1);

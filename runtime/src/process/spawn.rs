@@ -39,14 +39,14 @@ pub(crate) fn spawn_helper(
     let placed = [(stdio[0], 0), (stdio[1], 1), (stdio[2], 2), (control, CONTROL_FD)];
     let program = || Program::Descriptor(exe.raw_fd());
     if let Some(cgroup) = cgroup {
-        match start(program(), &args, &[], &placed, Birthplace { namespaces, cgroup: Some(cgroup.as_raw_fd()) }) {
+        match start(program(), &args, &[], &placed, Birthplace { namespaces, cgroup: Some(cgroup.as_raw_fd()), helper: true }) {
             Ok(pid) => return Ok((pid, true)),
             // CLONE_INTO_CGROUP unknown to this kernel (before 5.7): the caller moves the child.
             Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EINVAL | libc::E2BIG | libc::EOPNOTSUPP)) => {}
             Err(e) => return Err(e),
         }
     }
-    start(program(), &args, &[], &placed, Birthplace { namespaces, cgroup: None }).map(|pid| (pid, false))
+    start(program(), &args, &[], &placed, Birthplace { namespaces, cgroup: None, helper: true }).map(|pid| (pid, false))
 }
 
 /// Starts `program` with `args` (`argv[0]` included) and `env`, each `(descriptor, number)` placed at
@@ -57,16 +57,19 @@ pub fn spawn(program: &Path, args: &[String], env: &[String], placed: &[(&OwnedF
     start(Program::Path(&program), args, env, placed, Birthplace::HERE)
 }
 
-/// Where the child is born: in new namespaces, and in a v2 cgroup (a directory descriptor).
+/// Where the child is born: in new namespaces, and in a v2 cgroup (a directory descriptor); and
+/// whether it runs the helper, which is exec'd with every signal still blocked and unblocks them itself
+/// (saving the child the reset of every handler before it may unblock).
 #[derive(Clone, Copy)]
 struct Birthplace {
     namespaces: CloneFlags,
     cgroup: Option<RawFd>,
+    helper: bool,
 }
 
 impl Birthplace {
-    /// The caller's namespaces and cgroup.
-    const HERE: Birthplace = Birthplace { namespaces: CloneFlags::empty(), cgroup: None };
+    /// The caller's namespaces and cgroup, for any program.
+    const HERE: Birthplace = Birthplace { namespaces: CloneFlags::empty(), cgroup: None, helper: false };
 }
 
 /// What the child executes: a path, or an open descriptor (`execveat` with `AT_EMPTY_PATH`).
@@ -125,7 +128,8 @@ struct ChildPlan {
     envp: *const *const libc::c_char,
     moves: *const (RawFd, RawFd),
     moves_len: usize,
-    /// The signal mask the child restores before exec (the parent's, before it blocked everything).
+    /// The signal mask the child restores before exec (the parent's, before it blocked everything);
+    /// null for the helper, which is exec'd with everything blocked.
     mask: *const libc::sigset_t,
     /// Set by the child when it cannot exec: the errno.
     failure: i32,
@@ -148,13 +152,17 @@ unsafe extern "C" fn child_main(plan: *mut ChildPlan) -> ! {
     // or exit); every pointer in it was prepared for this call. Only system calls follow.
     unsafe {
         let plan = &mut *plan;
-        let default = KernelSigaction { handler: 0, flags: 0, restorer: 0, mask: 0 };
-        for signal in 1..=64 {
-            if signal != libc::SIGKILL && signal != libc::SIGSTOP {
-                libc::syscall(libc::SYS_rt_sigaction, signal, &default as *const KernelSigaction, std::ptr::null::<KernelSigaction>(), 8);
+        // Handlers of the parent must not run here (they would in its memory): default them all
+        // before unblocking. The helper skips both; execve itself drops the handlers.
+        if !plan.mask.is_null() {
+            let default = KernelSigaction { handler: 0, flags: 0, restorer: 0, mask: 0 };
+            for signal in 1..=64 {
+                if signal != libc::SIGKILL && signal != libc::SIGSTOP {
+                    libc::syscall(libc::SYS_rt_sigaction, signal, &default as *const KernelSigaction, std::ptr::null::<KernelSigaction>(), 8);
+                }
             }
+            libc::syscall(libc::SYS_rt_sigprocmask, libc::SIG_SETMASK, plan.mask, std::ptr::null::<libc::sigset_t>(), 8);
         }
-        libc::syscall(libc::SYS_rt_sigprocmask, libc::SIG_SETMASK, plan.mask, std::ptr::null::<libc::sigset_t>(), 8);
         let moves = std::slice::from_raw_parts(plan.moves, plan.moves_len);
         for &(from, to) in moves {
             if libc::syscall(libc::SYS_dup2, from, to) < 0 {
@@ -194,7 +202,8 @@ fn clone_and_exec(program: Program, argv: &[*const libc::c_char], envp: &[*const
         libc::sigfillset(&mut all);
         libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut previous);
     }
-    let mut plan = ChildPlan { path, fd, argv: argv.as_ptr(), envp: envp.as_ptr(), moves: moves.as_ptr(), moves_len: moves.len(), mask: &previous, failure: 0 };
+    let mask: *const libc::sigset_t = if birthplace.helper { std::ptr::null() } else { &previous };
+    let mut plan = ChildPlan { path, fd, argv: argv.as_ptr(), envp: envp.as_ptr(), moves: moves.as_ptr(), moves_len: moves.len(), mask, failure: 0 };
     let mut flags = birthplace.namespaces.bits() as u64 | libc::CLONE_VM as u64 | libc::CLONE_VFORK as u64;
     if birthplace.cgroup.is_some() {
         flags |= CLONE_INTO_CGROUP;

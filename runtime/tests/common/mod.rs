@@ -128,7 +128,14 @@ impl Bundle {
 
     /// A `myshim-runc` command whose processes outlive it (stdio on /dev/null); true on success.
     pub fn runc_detached(&self, args: &[&str]) -> bool {
-        Command::new(RUNC).arg("--root").arg(&self.root).args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+        // A file, not a pipe: the container's init inherits stderr and may outlive the command.
+        let errors = self.dir.join(format!("runc-{}.stderr", args.first().unwrap_or(&"")));
+        let file = std::fs::File::create(&errors).expect("create the stderr file");
+        let ok = Command::new(RUNC).arg("--root").arg(&self.root).args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(file).status().is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("myshim-runc {args:?} failed: {}", std::fs::read_to_string(&errors).unwrap_or_default());
+        }
+        ok
     }
 
     /// Any `myshim-runc` command against this bundle's root.
