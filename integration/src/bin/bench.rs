@@ -5,7 +5,8 @@
 //! `docs/bench/chart.png`. `--direct-only` runs just the shim-direct part (for profiling) and writes nothing.
 //!
 //! Everything runs in a private mount namespace without the hybrid unified cgroup mount, which crun
-//! refuses: containerd, the shims and every runtime inherit it, so all see the same v1 layout.
+//! refuses, and with bundles and containerd's state on a tmpfs as under a node's `/run`: containerd,
+//! the shims and every runtime inherit it, so all see the same layout.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -82,7 +83,9 @@ fn main() {
     eprintln!("wrote README.md, docs/bench/results.json and docs/bench/chart.png");
 }
 
-/// A private mount namespace (propagation from the host only) without `/sys/fs/cgroup/unified`.
+/// A private mount namespace (propagation from the host only) without `/sys/fs/cgroup/unified`, and
+/// with a tmpfs on the temporary directory, where the bundles and containerd's state go: on a node
+/// they live under `/run`, a tmpfs (on this VM it is not).
 fn enter_private_mount_namespace() {
     use nix::mount::{mount, umount2, MntFlags, MsFlags};
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS).expect("unshare the mount namespace");
@@ -90,6 +93,7 @@ fn enter_private_mount_namespace() {
     if Path::new("/sys/fs/cgroup/unified/cgroup.controllers").exists() {
         umount2("/sys/fs/cgroup/unified", MntFlags::MNT_DETACH).expect("unmount the unified cgroup hierarchy");
     }
+    mount(Some("tmpfs"), &std::env::temp_dir(), Some("tmpfs"), MsFlags::empty(), Some("size=2g,mode=1777")).expect("mount a tmpfs on the temporary directory");
 }
 
 fn environment() -> Value {
@@ -447,7 +451,7 @@ fn markdown(r: &Value) -> String {
     let env = &r["environment"];
     let mut out = String::new();
     out.push_str(&format!(
-        "Measured {} on {} CPUs, kernel {}; {}, runc {}, {}; myshim a static release build. Medians of interleaved runs; ratios against containerd's runc shim with runc.\n\n",
+        "Measured {} on {} CPUs, kernel {}; {}, runc {}, {}; myshim a static release build; bundles and containerd's state on a tmpfs, as under a node's `/run`. Medians of interleaved runs; ratios against containerd's runc shim with runc.\n\n",
         env["date"].as_str().unwrap_or(""),
         env["cpus"],
         env["kernel"].as_str().unwrap_or(""),
