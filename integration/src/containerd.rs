@@ -333,31 +333,11 @@ fn cni_config(dir: &Path) -> String {
 /// containerd's configuration with the CRI plugin and the `myshim` handler.
 fn cri_config(version: Version, dir: &Path, handler_options: &str) -> String {
     let d = dir.display();
-    let common = format!(
-        r#"root = "{d}/root"
-state = "{d}/state"
-
-[grpc]
-  address = "{d}/containerd.sock"
-
-[ttrpc]
-  address = "{d}/containerd.sock.ttrpc"
-
-[debug]
-  address = "{d}/debug.sock"
-  level = "debug"
-"#
-    );
+    let common = instance_config(version, dir, r#""io.containerd.nri.v1.nri""#);
     let pause = image::PAUSE;
     match version {
         Version::V2_1 => format!(
-            r#"version = 3
-{common}
-disabled_plugins = ["io.containerd.nri.v1.nri"]
-
-[plugins.'io.containerd.internal.v1.opt']
-  path = "{d}/opt"
-
+            r#"{common}
 [plugins.'io.containerd.cri.v1.images'.pinned_images]
   sandbox = "{pause}"
 
@@ -376,13 +356,7 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
 "#
         ),
         _ => format!(
-            r#"version = 2
-{common}
-disabled_plugins = ["io.containerd.nri.v1.nri"]
-
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{d}/opt"
-
+            r#"{common}
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{pause}"
   restrict_oom_score_adj = true
@@ -405,21 +379,28 @@ disabled_plugins = ["io.containerd.nri.v1.nri"]
     }
 }
 
+/// containerd's configuration without CRI.
 fn config(version: Version, dir: &Path) -> String {
-    let d = dir.display();
-    let (config_version, disabled) = match version {
-        Version::V1_6 => (2, r#""io.containerd.grpc.v1.cri""#),
-        Version::V1_7 => (2, r#""io.containerd.grpc.v1.cri", "io.containerd.nri.v1.nri""#),
-        Version::V2_1 => (
-            3,
-            r#""io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime", "io.containerd.cri.v1.images", "io.containerd.nri.v1.nri""#,
-        ),
+    let disabled = match version {
+        Version::V1_6 => r#""io.containerd.grpc.v1.cri""#,
+        Version::V1_7 => r#""io.containerd.grpc.v1.cri", "io.containerd.nri.v1.nri""#,
+        Version::V2_1 => {
+            r#""io.containerd.grpc.v1.cri", "io.containerd.cri.v1.runtime", "io.containerd.cri.v1.images", "io.containerd.nri.v1.nri""#
+        }
     };
+    instance_config(version, dir, disabled)
+}
+
+/// What every private instance needs: its own root, state, sockets and opt directory under `dir`,
+/// and the plugins it does without.
+fn instance_config(version: Version, dir: &Path, disabled_plugins: &str) -> String {
+    let d = dir.display();
+    let config_version = if version == Version::V2_1 { 3 } else { 2 };
     format!(
         r#"version = {config_version}
 root = "{d}/root"
 state = "{d}/state"
-disabled_plugins = [{disabled}]
+disabled_plugins = [{disabled_plugins}]
 
 [grpc]
   address = "{d}/containerd.sock"

@@ -75,12 +75,14 @@ pub struct BlkioStats {
     pub io_serviced_recursive: Vec<BlkioEntry>,
 }
 
+/// A single number; anything else (`max` for no limit, a missing file) reads as 0, as containerd
+/// reports it.
 fn read_u64(dir: &Path, file: &str) -> u64 {
     fs::read_to_string(dir.join(file)).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
 }
 
-/// `key value` lines.
-fn read_pairs(dir: &Path, file: &str) -> HashMap<String, u64> {
+/// `key value` lines (v1 `memory.stat`, v2 `cpu.stat`, `memory.events` …).
+pub(super) fn read_pairs(dir: &Path, file: &str) -> HashMap<String, u64> {
     fs::read_to_string(dir.join(file))
         .unwrap_or_default()
         .lines()
@@ -175,7 +177,6 @@ pub struct V2Stats {
 }
 
 pub fn read_v2(dir: &Path) -> V2Stats {
-    use super::v2::{read_limit, read_pairs};
     let io = fs::read_to_string(dir.join("io.stat"))
         .unwrap_or_default()
         .lines()
@@ -193,18 +194,18 @@ pub fn read_v2(dir: &Path) -> V2Stats {
         .filter_map(|e| {
             let name = e.file_name().to_string_lossy().into_owned();
             let size = name.strip_prefix("hugetlb.")?.strip_suffix(".current")?.to_owned();
-            Some((size.clone(), read_limit(dir, &name), read_limit(dir, &format!("hugetlb.{size}.max"))))
+            Some((size.clone(), read_u64(dir, &name), read_u64(dir, &format!("hugetlb.{size}.max"))))
         })
         .collect();
     V2Stats {
-        pids_current: read_limit(dir, "pids.current"),
-        pids_max: read_limit(dir, "pids.max"),
+        pids_current: read_u64(dir, "pids.current"),
+        pids_max: read_u64(dir, "pids.max"),
         cpu: read_pairs(dir, "cpu.stat"),
         memory: read_pairs(dir, "memory.stat"),
-        memory_current: read_limit(dir, "memory.current"),
-        memory_max: read_limit(dir, "memory.max"),
-        swap_current: read_limit(dir, "memory.swap.current"),
-        swap_max: read_limit(dir, "memory.swap.max"),
+        memory_current: read_u64(dir, "memory.current"),
+        memory_max: read_u64(dir, "memory.max"),
+        swap_current: read_u64(dir, "memory.swap.current"),
+        swap_max: read_u64(dir, "memory.swap.max"),
         memory_events: read_pairs(dir, "memory.events"),
         io,
         hugetlb,

@@ -2,7 +2,6 @@
 //! through `cgroup.freeze`, statistics, and OOM counts from `memory.events`. Every function takes
 //! the group's directory, so the same code runs against a fake cgroupfs in tests.
 
-use std::collections::HashMap;
 use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -179,26 +178,9 @@ pub fn set_frozen(dir: &Path, frozen: bool) -> Result<()> {
     }
 }
 
-/// `key value` lines of a v2 interface file.
-pub(super) fn read_pairs(dir: &Path, file: &str) -> HashMap<String, u64> {
-    fs::read_to_string(dir.join(file))
-        .unwrap_or_default()
-        .lines()
-        .filter_map(|l| {
-            let (k, v) = l.split_once(' ')?;
-            Some((k.to_owned(), v.trim().parse().ok()?))
-        })
-        .collect()
-}
-
-/// A single number, with `max` as 0 (no limit), as containerd reports it.
-pub(super) fn read_limit(dir: &Path, file: &str) -> u64 {
-    fs::read_to_string(dir.join(file)).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
-}
-
 /// How many times the group's processes were OOM-killed (`memory.events`).
 pub fn oom_kills(dir: &Path) -> u64 {
-    read_pairs(dir, "memory.events").get("oom_kill").copied().unwrap_or(0)
+    super::stats::read_pairs(dir, "memory.events").get("oom_kill").copied().unwrap_or(0)
 }
 
 pub fn stats(dir: &Path) -> super::stats::V2Stats {
