@@ -5,7 +5,7 @@ mod common;
 
 use std::fs;
 
-use common::Bundle;
+use common::{Bundle, SpecCase};
 use serde_json::{json, Value};
 
 fn state(b: &Bundle) -> Value {
@@ -93,7 +93,7 @@ fn features_document() {
 /// Bad specs fail with the field named, and leave no mount, cgroup, state or process.
 #[test]
 fn bad_specs_name_the_field_and_leave_nothing() {
-    let cases: Vec<(&str, Box<dyn Fn(&mut Bundle)>, &str)> = vec![
+    let cases: Vec<SpecCase> = vec![
         ("unknown namespace", Box::new(|b: &mut Bundle| b.spec["linux"]["namespaces"].as_array_mut().unwrap().push(json!({"type": "bogus"}))), "linux.namespaces[5].type"),
         ("invalid mount", Box::new(|b: &mut Bundle| b.spec["mounts"].as_array_mut().unwrap().push(json!({"destination": "rel", "type": "tmpfs"}))), "mounts[7].destination"),
         ("missing args", Box::new(|b: &mut Bundle| { b.spec["process"].as_object_mut().unwrap().remove("args"); }), "process.args"),

@@ -4,7 +4,7 @@ mod common;
 
 use std::fs;
 
-use common::{status_field, Bundle};
+use common::{status_field, Bundle, SpecCase};
 use serde_json::json;
 
 fn host_ns(name: &str) -> String {
@@ -89,7 +89,7 @@ fn joining_namespaces_by_path() {
 
 #[test]
 fn invalid_namespace_combinations_name_the_field() {
-    let cases: Vec<(&str, Box<dyn Fn(&mut Bundle)>, &str)> = vec![
+    let cases: Vec<SpecCase> = vec![
         ("hostname without uts", Box::new(|b: &mut Bundle| b.spec["linux"]["namespaces"] = json!([{"type": "pid"}, {"type": "mount"}])), "hostname"),
         ("maps without userns", Box::new(|b: &mut Bundle| b.spec["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 1000, "size": 1}])), "linux.uidMappings"),
         ("userns without maps", Box::new(|b: &mut Bundle| b.spec["linux"]["namespaces"].as_array_mut().unwrap().push(json!({"type": "user"}))), "linux.uidMappings"),

@@ -25,6 +25,9 @@ fn busybox_rootfs() -> &'static Path {
     })
 }
 
+/// A bad-spec case: its name, how it spoils the spec, and the field its error must name.
+pub type SpecCase = (&'static str, Box<dyn Fn(&mut Bundle)>, &'static str);
+
 pub struct Bundle {
     pub dir: PathBuf,
     pub root: PathBuf,
