@@ -14,7 +14,7 @@ use ttrpc::r#async::{MethodHandler, Service, TtrpcContext};
 
 use super::status::to_ttrpc;
 use super::task as rpc;
-use crate::core::error::TaskResult;
+use crate::core::error::{TaskError, TaskResult};
 use crate::core::TaskCore;
 
 pub const TASK_SERVICES: [&str; 2] = ["containerd.task.v2.Task", "containerd.task.v3.Task"];
@@ -37,8 +37,8 @@ where
         let decoded = match Req::decode(request.payload.as_slice()) {
             Ok(decoded) => decoded,
             Err(e) => {
-                let message = format!("{}/{}: malformed request: {e}", request.service, request.method);
-                return Ok(ttrpc::Response::init_status(ttrpc::get_status(ttrpc::Code::INVALID_ARGUMENT, message)));
+                let error = TaskError::invalid(format!("{}/{}: malformed request: {e}", request.service, request.method));
+                return Ok(ttrpc::Response::init_status(to_ttrpc(&error)));
             }
         };
         Ok(match (self.call)(self.core.clone(), decoded).await {

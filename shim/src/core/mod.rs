@@ -121,6 +121,13 @@ impl PidTable {
         }
     }
 
+    /// Registers a helper child (a hook, a logging driver); the receiver gets its exit.
+    fn watch(&mut self, pid: u32) -> oneshot::Receiver<Exit> {
+        let (tx, rx) = oneshot::channel();
+        self.register(pid, Owner::Waiter(tx));
+        rx
+    }
+
     fn claim(&mut self, pid: u32, exit: Exit) -> Option<Owner> {
         let owner = self.owners.remove(&pid);
         if owner.is_none() {
@@ -145,8 +152,7 @@ struct ReaperWaiter {
 
 impl myshim_runtime::hooks::ChildWaiter for ReaperWaiter {
     fn wait(&self, pid: u32, timeout: Option<Duration>) -> Option<u32> {
-        let (tx, rx) = oneshot::channel();
-        self.pids.lock().unwrap().register(pid, Owner::Waiter(tx));
+        let rx = self.pids.lock().unwrap().watch(pid);
         // Runtime work runs on the blocking pool, where blocking on the reaper's answer is allowed.
         self.tokio.block_on(async {
             match timeout {
@@ -223,9 +229,7 @@ impl TaskCore {
 
     /// Registers a child of the shim with the reaper; the receiver gets its exit.
     pub fn watch_pid(&self, pid: u32) -> oneshot::Receiver<Exit> {
-        let (tx, rx) = oneshot::channel();
-        self.pids.lock().unwrap().register(pid, Owner::Waiter(tx));
-        rx
+        self.pids.lock().unwrap().watch(pid)
     }
 
     /// Runs `work` on the container's runtime handle on the blocking pool.
