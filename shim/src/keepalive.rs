@@ -10,13 +10,12 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
 use myshim_protos::containerd::services::tasks::v1::{tasks_client::TasksClient, WaitRequest};
 use tokio::sync::broadcast::error::RecvError;
 use tonic::metadata::MetadataValue;
-use tonic::transport::{Endpoint, Uri};
 use tracing::{debug, info};
 
+use crate::containerd_channel;
 use crate::core::events::EventQueue;
 use crate::core::types::TaskEvent;
 
@@ -55,14 +54,7 @@ async fn wait_through_containerd(address: PathBuf, namespace: String, container_
 }
 
 async fn wait_once(address: &Path, namespace: &str, container_id: &str) -> Result<(), tonic::Status> {
-    let path = address.to_path_buf();
-    let channel = Endpoint::from_static("http://containerd")
-        .connect_with_connector(tower::service_fn(move |_: Uri| {
-            let path = path.clone();
-            async move { tokio::net::UnixStream::connect(path).await.map(TokioIo::new) }
-        }))
-        .await
-        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    let channel = containerd_channel::connect(address, None).await.map_err(tonic::Status::unavailable)?;
     let mut request = tonic::Request::new(WaitRequest { container_id: container_id.to_owned(), exec_id: String::new() });
     let namespace = MetadataValue::try_from(namespace).map_err(|e| tonic::Status::invalid_argument(e.to_string()))?;
     request.metadata_mut().insert("containerd-namespace", namespace);

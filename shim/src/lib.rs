@@ -7,6 +7,7 @@
 pub mod api;
 pub mod bootstrap;
 pub mod config;
+pub mod containerd_channel;
 pub mod core;
 pub mod flags;
 pub mod keepalive;

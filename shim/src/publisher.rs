@@ -7,16 +7,16 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
 use myshim_protos::containerd::services::events::v1::events_client::EventsClient;
 use myshim_protos::containerd::services::events::{ttrpc::v1::ForwardRequest as TtrpcForward, v1::ForwardRequest as GrpcForward};
 use myshim_protos::containerd::types::Envelope;
 use prost::Message;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 use tracing::{debug, warn};
 use ttrpc::proto::RequestInit;
 
 use crate::api::events::envelope;
+use crate::containerd_channel;
 use crate::core::events::EventReceiver;
 
 const TTRPC_SERVICE: &str = "containerd.services.events.ttrpc.v1.Events";
@@ -56,16 +56,7 @@ impl Forwarder {
             }
             Forwarder::Grpc { address, client } => {
                 if client.is_none() {
-                    let path = address.clone();
-                    let channel = Endpoint::from_static("http://containerd")
-                        .connect_timeout(FORWARD_TIMEOUT)
-                        .timeout(FORWARD_TIMEOUT)
-                        .connect_with_connector(tower::service_fn(move |_: Uri| {
-                            let path = path.clone();
-                            async move { tokio::net::UnixStream::connect(path).await.map(TokioIo::new) }
-                        }))
-                        .await
-                        .map_err(|e| format!("connect {}: {e}", address.display()))?;
+                    let channel = containerd_channel::connect(address, Some(FORWARD_TIMEOUT)).await?;
                     *client = Some(EventsClient::new(channel));
                 }
                 let request = GrpcForward { envelope: Some(envelope.clone()) };

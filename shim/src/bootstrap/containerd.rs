@@ -6,11 +6,10 @@
 use std::path::Path;
 use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
 use myshim_protos::containerd::services::version::v1::version_client::VersionClient;
-use tonic::transport::{Endpoint, Uri};
 
 use crate::config::Protocol;
+use crate::containerd_channel;
 
 const VERSION_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -96,16 +95,7 @@ pub fn query_version(address: &str) -> Result<String, String> {
     // A single-threaded runtime: `start` forks the daemon afterwards and must not have threads.
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
     runtime.block_on(async {
-        let path = Path::new(address).to_owned();
-        let channel = Endpoint::from_static("http://containerd")
-            .connect_timeout(VERSION_TIMEOUT)
-            .timeout(VERSION_TIMEOUT)
-            .connect_with_connector(tower::service_fn(move |_: Uri| {
-                let path = path.clone();
-                async move { tokio::net::UnixStream::connect(path).await.map(TokioIo::new) }
-            }))
-            .await
-            .map_err(|e| format!("connect {address}: {e}"))?;
+        let channel = containerd_channel::connect(Path::new(address), Some(VERSION_TIMEOUT)).await?;
         let reply = tokio::time::timeout(VERSION_TIMEOUT, VersionClient::new(channel).version(()))
             .await
             .map_err(|_| format!("{address}: no version reply within {VERSION_TIMEOUT:?}"))?

@@ -1,5 +1,5 @@
 //! The task core's own vocabulary: requests, states and events, free of wire types. The transports
-//! convert to and from containerd's messages (`api::convert`).
+//! convert to and from containerd's messages (`api::task`).
 
 use std::path::PathBuf;
 use std::time::SystemTime;
