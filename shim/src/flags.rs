@@ -27,6 +27,7 @@ pub struct Flags {
 
 const ACTIONS: &[&str] = &["start", "delete", "serve"];
 const BOOLEANS: &[&str] = &["debug", "v", "version", "info", "keepalive"];
+const WITH_VALUES: &[&str] = &["namespace", "id", "address", "publish-binary", "bundle", "socket", "protocol", "idle-exit"];
 
 pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Flags, String> {
     let mut flags = Flags::default();
@@ -61,7 +62,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Flags, String> {
         let value = match inline {
             Some(v) => Some(v),
             // An unknown flag followed by an action or another flag is taken to be boolean.
-            None if !is_known(&name) && args.peek().is_some_and(|n| n.starts_with('-') || ACTIONS.contains(&n.as_str())) => None,
+            None if !WITH_VALUES.contains(&name.as_str()) && args.peek().is_some_and(|n| n.starts_with('-') || ACTIONS.contains(&n.as_str())) => None,
             None => Some(args.next().ok_or_else(|| format!("flag needs an argument: -{name}"))?),
         };
         let Some(value) = value else { continue };
@@ -78,10 +79,6 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Flags, String> {
         }
     }
     Ok(flags)
-}
-
-fn is_known(name: &str) -> bool {
-    matches!(name, "namespace" | "id" | "address" | "publish-binary" | "bundle" | "socket" | "protocol" | "idle-exit")
 }
 
 /// The daemon's arguments: the same identity, its socket, protocol and idle exit, and the internal

@@ -1,7 +1,5 @@
 //! `-info` (containerd 2.x asks for it) and `-v`.
 
-use std::io::Read;
-
 use myshim_protos::containerd::types::{RuntimeInfo, RuntimeVersion};
 use prost::Message;
 
@@ -12,9 +10,6 @@ const FEATURES_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec
 /// The encoded `RuntimeInfo`: name, version, the options read from stdin echoed back, and the OCI
 /// features document (containerd 2.x refuses some specs without it).
 pub fn runtime_info() -> Vec<u8> {
-    let mut stdin = Vec::new();
-    let _ = std::io::stdin().read_to_end(&mut stdin);
-    let options = prost_types::Any::decode(stdin.as_slice()).ok().filter(|a| !a.type_url.is_empty());
     let features = prost_types::Any {
         type_url: FEATURES_TYPE_URL.into(),
         value: serde_json::to_vec(&myshim_runtime::features::document()).unwrap_or_default(),
@@ -22,7 +17,7 @@ pub fn runtime_info() -> Vec<u8> {
     RuntimeInfo {
         name: RUNTIME_NAME.into(),
         version: Some(RuntimeVersion { version: VERSION.into(), revision: String::new() }),
-        options,
+        options: super::options_from_stdin(),
         features: Some(features),
         annotations: Default::default(),
     }

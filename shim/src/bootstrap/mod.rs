@@ -7,7 +7,10 @@ pub mod delete;
 pub mod info;
 pub mod start;
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
+
+use prost::Message;
 
 use sha2::{Digest, Sha256};
 
@@ -54,6 +57,14 @@ pub struct DaemonRecord {
 
 pub fn record_path(socket: &Path) -> PathBuf {
     socket.with_extension("myshim.json")
+}
+
+/// The runtime options containerd writes to `start`'s and `-info`'s stdin, if any. All of stdin is
+/// read, so containerd's write never blocks.
+pub fn options_from_stdin() -> Option<prost_types::Any> {
+    let mut stdin = Vec::new();
+    let _ = std::io::stdin().read_to_end(&mut stdin);
+    prost_types::Any::decode(stdin.as_slice()).ok().filter(|a| !a.type_url.is_empty())
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 //! written to stderr (containerd reads stdout and stderr as one reply).
 
 use std::fs;
-use std::io::{self, Read};
+use std::io;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
@@ -14,21 +14,16 @@ use std::process::{Command, Stdio};
 
 use anyhow::{anyhow, Context, Result};
 use myshim_runtime::sys;
-use prost::Message;
 use tracing::{info, warn};
 
-use super::{containerd, group_id, record_path, socket_path, DaemonRecord, SOCKET_DIR};
+use super::{containerd, group_id, options_from_stdin, record_path, socket_path, DaemonRecord, SOCKET_DIR};
 use crate::config;
 use crate::flags::{self, Flags};
 
 /// Runs `start` and returns the reply to print.
 pub fn start(flags: &Flags) -> Result<String> {
     let bundle = std::env::current_dir().context("current directory (the bundle)")?;
-    // containerd writes the runtime options to stdin (read all of it, so its write never blocks).
-    let mut stdin = Vec::new();
-    let _ = io::stdin().read_to_end(&mut stdin);
-    let options = prost_types::Any::decode(stdin.as_slice()).ok().filter(|a| !a.type_url.is_empty());
-    let (config, source) = config::load(options.as_ref()).map_err(|e| anyhow!(e))?;
+    let (config, source) = config::load(options_from_stdin().as_ref()).map_err(|e| anyhow!(e))?;
 
     let group = group_id(&bundle, &flags.id);
     let socket = socket_path(&flags.address, &flags.namespace, &group);
