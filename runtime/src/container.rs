@@ -223,9 +223,7 @@ impl Container {
         let raw: Vec<_> = fds.iter().map(|fd| fd.as_raw_fd()).collect();
         crate::process::check_labels(&process)?;
         let oom_score_adj = process.oom_score_adj();
-        // The container's seccomp profile confines its exec'd processes too.
-        let seccomp = spec::load(&self.state.bundle).ok().and_then(|s| s.linux().as_ref().and_then(|l| l.seccomp().clone()));
-        let plan = ExecPlan { process, seccomp, namespaces: names };
+        let plan = ExecPlan { process, seccomp: self.state.seccomp.clone(), namespaces: names };
         let helper = Helper { mode: MODE_EXEC, stdio: &stdio, oom_score_adj, id_maps: None, hooks: None };
         let mut pids = Vec::new();
         match helper.run(runtime, self.state.cgroup.as_ref(), &plan, &raw, &mut pids) {
@@ -314,10 +312,7 @@ impl Container {
     /// Kills whatever is left of the container, removes its cgroup, unmounts its rootfs and removes its
     /// state directory. Safe to repeat and to run after a crash: what is already gone is skipped.
     pub fn destroy(self, runtime: &Runtime) -> Result<()> {
-        destroy_state(&self.state)?;
-        remove_state_dir(&self.state_dir)?;
-        self.state.run_late_hooks("poststop", "stopped", runtime.waiter.as_ref());
-        Ok(())
+        destroy_recorded(&self.state, &self.state_dir, runtime)
     }
 }
 
@@ -332,13 +327,12 @@ pub fn destroy_from_dir(state_dir: &Path, runtime: &Runtime) -> Result<Option<St
         }
         Err(e) => return Err(e),
     };
-    destroy_state(&state)?;
-    remove_state_dir(state_dir)?;
-    state.run_late_hooks("poststop", "stopped", runtime.waiter.as_ref());
+    destroy_recorded(&state, state_dir, runtime)?;
     Ok(Some(state))
 }
 
-fn destroy_state(state: &State) -> Result<()> {
+/// Kills, unmounts and removes what `state` records, then its state directory, then runs poststop.
+fn destroy_recorded(state: &State, state_dir: &Path, runtime: &Runtime) -> Result<()> {
     match &state.cgroup {
         Some(cgroup) => cgroup.destroy(DESTROY_TIMEOUT)?,
         None if state.init_is_alive() => {
@@ -349,6 +343,8 @@ fn destroy_state(state: &State) -> Result<()> {
     if state.rootfs_mounted {
         unmount_recursive(&state.rootfs)?;
     }
+    remove_state_dir(state_dir)?;
+    state.run_late_hooks("poststop", "stopped", runtime.waiter.as_ref());
     Ok(())
 }
 
@@ -461,6 +457,7 @@ fn create_in(runtime: &Runtime, spec: &Spec, options: &CreateOptions<'_>, undo: 
         created: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
         annotations,
         hooks: spec.hooks().clone(),
+        seccomp: linux.and_then(|l| l.seccomp().clone()),
     };
     state.save(&options.state_dir)?;
     undo.control = Some(control);

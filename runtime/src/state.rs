@@ -32,6 +32,9 @@ pub struct State {
     /// The spec's hooks (poststart and poststop run long after the spec was read).
     #[serde(default)]
     pub hooks: Option<oci_spec::runtime::Hooks>,
+    /// The spec's seccomp profile, which confines the processes exec'd into the container too.
+    #[serde(default)]
+    pub seccomp: Option<oci_spec::runtime::LinuxSeccomp>,
 }
 
 impl State {
@@ -54,9 +57,7 @@ impl State {
             tracing::warn!(id = %self.id, error = %e, "hook failed");
         }
     }
-}
 
-impl State {
     pub fn load(dir: &Path) -> Result<State> {
         let path = dir.join(STATE_FILE);
         let text = fs::read(&path).context(|| format!("read {}", path.display()))?;

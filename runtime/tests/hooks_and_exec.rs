@@ -74,6 +74,10 @@ fn failing_and_hanging_hooks_stop_the_container_cleanly() {
 #[test]
 fn exec_joins_the_container_with_its_own_identity() {
     let mut b = Bundle::new("exec");
+    b.spec["linux"]["seccomp"] = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]
+    });
     let init = b.start_detached(&["sleep", "30"]);
     let inside = |args: &[&str]| {
         let out = b.runc(&[&["exec", &b.id][..], args].concat());
@@ -87,6 +91,9 @@ fn exec_joins_the_container_with_its_own_identity() {
     assert_eq!(inside(&["hostname"]).trim(), "myshim-test");
     let cgroup = inside(&["cat", "/proc/self/cgroup"]);
     assert!(cgroup.lines().filter(|l| l.contains(":memory:")).all(|l| l.ends_with(&b.id)), "{cgroup}");
+    // The container's seccomp profile (recorded at create) confines exec'd processes too.
+    let confined = inside(&["sh", "-c", "mkdir /tmp/exec-dir 2>&1; grep Seccomp: /proc/self/status"]);
+    assert!(confined.contains("Permission denied") && confined.trim_end().ends_with('2'), "{confined}");
 
     // An exec process with its own user, capabilities and limits.
     let process = json!({
