@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use nix::fcntl::{open, OFlag};
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::stat::Mode;
 use nix::sched::CloneFlags;
 use oci_spec::runtime::{LinuxIdMapping, LinuxNamespaceType, Process, Spec};
@@ -609,26 +608,16 @@ impl Helper<'_> {
 /// Waits until one byte can be read from `fd`: `Ok(false)` when the writer closed without writing.
 fn wait_for_byte(fd: &OwnedFd, timeout: Duration) -> std::io::Result<bool> {
     let deadline = std::time::Instant::now() + timeout;
+    let mut file = File::from(fd.try_clone()?);
     loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now());
-        if left.is_zero() {
+        if !crate::sys::wait_readable(fd.as_fd(), deadline)? {
             return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the init did not reach the exec fifo"));
         }
-        let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLIN)];
-        let timeout = PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX);
-        match poll(&mut fds, timeout) {
-            Ok(0) => continue,
-            Ok(_) => {
-                let mut byte = [0u8; 1];
-                let mut file = File::from(fd.try_clone()?);
-                return match file.read(&mut byte) {
-                    Ok(n) => Ok(n == 1),
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
-                    Err(e) => Err(e),
-                };
-            }
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(e) => return Err(e.into()),
+        let mut byte = [0u8; 1];
+        match file.read(&mut byte) {
+            Ok(n) => return Ok(n == 1),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
+            Err(e) => return Err(e),
         }
     }
 }

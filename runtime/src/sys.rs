@@ -4,7 +4,8 @@
 
 use std::fs;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Instant;
 
 use nix::sys::signal::Signal;
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
@@ -74,16 +75,19 @@ pub fn process_exists(pid: u32) -> bool {
 /// The start time of `pid` in clock ticks since boot (field 22 of `/proc/<pid>/stat`). Together with
 /// the pid it identifies a process across pid reuse.
 pub fn process_start_time(pid: u32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) is in parentheses and may contain spaces: split after the last ')'.
-    let after_name = &stat[stat.rfind(')')? + 2..];
-    after_name.split_whitespace().nth(19)?.parse().ok()
+    stat_after_name(pid)?.split_whitespace().nth(19)?.parse().ok()
 }
 
 /// Whether `pid` is a zombie (exited, not yet reaped by its parent).
 pub fn is_zombie(pid: u32) -> bool {
-    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
-    stat.rfind(')').and_then(|i| stat[i + 2..].chars().next()) == Some('Z')
+    stat_after_name(pid).is_some_and(|fields| fields.starts_with('Z'))
+}
+
+/// `/proc/<pid>/stat` from field 3 (the state) on. The command name (field 2) is in parentheses and
+/// may contain spaces, so the split is after the last ')'.
+fn stat_after_name(pid: u32) -> Option<String> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    Some(stat.get(stat.rfind(')')? + 2..)?.to_owned())
 }
 
 /// Sets `/proc/<pid>/oom_score_adj`.
@@ -162,6 +166,21 @@ pub fn watch_modifications(path: &std::path::Path) -> io::Result<OwnedFd> {
         return Err(io::Error::last_os_error());
     }
     Ok(fd)
+}
+
+/// Waits until `fd` is readable (or its other end closed): `Ok(false)` when `deadline` passed first.
+pub(crate) fn wait_readable(fd: BorrowedFd<'_>, deadline: Instant) -> io::Result<bool> {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let timeout = PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX);
+        match poll(&mut [PollFd::new(fd, PollFlags::POLLIN)], timeout) {
+            Ok(0) => return Ok(false),
+            Ok(_) => return Ok(true),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// Duplicates `fd` at a number >= `min` with close-on-exec set.

@@ -2,11 +2,10 @@
 //! length-prefixed JSON messages (and, where needed, descriptors as `SCM_RIGHTS`).
 
 use std::io::{self, IoSlice, IoSliceMut, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -118,21 +117,10 @@ impl Channel {
 
     fn wait_readable(&self, deadline: Option<Instant>) -> io::Result<()> {
         let Some(deadline) = deadline else { return Ok(()) };
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let timeout = PollTimeout::try_from(left.as_millis().min(i32::MAX as u128) as i32).unwrap_or(PollTimeout::MAX);
-            let mut fds = [PollFd::new(self.socket_fd(), PollFlags::POLLIN)];
-            match poll(&mut fds, timeout) {
-                Ok(0) => return Err(io::Error::new(io::ErrorKind::TimedOut, "no answer from the container's init")),
-                Ok(_) => return Ok(()),
-                Err(nix::errno::Errno::EINTR) => continue,
-                Err(e) => return Err(e.into()),
-            }
+        if crate::sys::wait_readable(self.socket.as_fd(), deadline)? {
+            Ok(())
+        } else {
+            Err(io::Error::new(io::ErrorKind::TimedOut, "no answer from the container's init"))
         }
-    }
-
-    fn socket_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        use std::os::fd::AsFd;
-        self.socket.as_fd()
     }
 }

@@ -39,7 +39,6 @@ pub(crate) fn find_program(process: &Process) -> Result<PathBuf> {
         .ok_or_else(|| Error::Init(format!("exec: {name:?}: executable file not found in $PATH")))
 }
 
-
 /// Gives this process a new terminal from the container's devpts: the master goes to the runtime
 /// over the control channel, the slave becomes the controlling terminal and stdin/stdout/stderr. With
 /// `bind_console` the slave is also bind-mounted over `/dev/console`.

@@ -97,7 +97,7 @@ impl PidTable {
         // While the process is still there (running, or a zombie not yet reaped) its pid cannot have
         // been reused, so any exit recorded under that pid is an older process's. Once it is gone,
         // the newest exit recorded under the pid is its own.
-        let reaped = matches!(nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), None), Err(nix::errno::Errno::ESRCH));
+        let reaped = !myshim_runtime::sys::process_exists(pid);
         let mut early = None;
         self.unclaimed.retain(|(p, exit, _)| {
             if *p != pid {
