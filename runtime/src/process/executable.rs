@@ -127,9 +127,14 @@ mod tests {
     use std::fs::OpenOptions;
     use std::io::Write;
 
+    /// One check at a time: a descriptor one check opens for writing is inherited by a child the other
+    /// forks meanwhile, and keeps the first check's exec failing with ETXTBSY until that child execs.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     /// Writing the executable through its descriptor (where `/proc/<pid>/exe` of a process running it
     /// leads) fails with `expected`, at open or at write; a process can still run it.
     fn check(executable: &HelperExecutable, expected: i32) {
+        let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         let through_proc = format!("/proc/self/fd/{}", executable.raw_fd());
         let error = match OpenOptions::new().write(true).open(&through_proc) {
             Ok(mut file) => file.write_all(b"overwritten").expect_err("wrote into the helper binary"),
