@@ -406,7 +406,7 @@ fn create_in(runtime: &Runtime, spec: &Spec, options: &CreateOptions<'_>, undo: 
     let linux = spec.linux().as_ref();
     let cgroups_path = linux.and_then(|l| l.cgroups_path().as_ref()).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
     // The unified (v2) group first, so that the helper is born in it; the v1 groups are made while it
-    // starts up (it joins them itself, see cgroups::Entry).
+    // starts up (it joins them itself, see cgroups::join_self).
     let hierarchies = cgroups::hierarchies();
     let (unified, v1): (Vec<_>, Vec<_>) = hierarchies.iter().cloned().partition(|h| h.unified);
     let mut cgroup = if hierarchies.is_empty() { None } else { Some(Cgroup::create_in(&unified, &cgroups_path, id)?) };
@@ -560,11 +560,11 @@ impl Helper<'_> {
     /// channel closes at its execve).
     fn finish<P: serde::Serialize>(&self, runtime: &Runtime, spawned: Spawned, cgroup: Option<&Cgroup>, plan: &P, fds: &[RawFd], pids: &mut Vec<u32>) -> Result<(Started, Channel)> {
         let Spawned { mut control, pid: helper_pid, born_in_v2 } = spawned;
-        let entry = cgroup.map(Cgroup::open_entry).transpose()?;
+        let v1_tasks = cgroup.map(Cgroup::open_v1_tasks).transpose()?.unwrap_or_default();
         if let Some(cgroup) = cgroup.filter(|_| !born_in_v2) {
             cgroup.add_process_v2(helper_pid)?;
         }
-        let tasks: Vec<RawFd> = entry.iter().flat_map(|e| e.v1_tasks.iter().map(|fd| fd.as_raw_fd())).collect();
+        let tasks: Vec<RawFd> = v1_tasks.iter().map(|fd| fd.as_raw_fd()).collect();
         control.send_with_fds(&Directive::JoinCgroup, &tasks).context(|| format!("send the {} helper its cgroup", self.mode))?;
         if let Some(score) = self.oom_score_adj {
             crate::sys::set_oom_score_adj(helper_pid, score).context(|| format!("process.oomScoreAdj: set {score}"))?;

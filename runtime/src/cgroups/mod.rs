@@ -24,22 +24,14 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Context, Error, Result};
 
-/// Open handles through which a process the runtime starts enters a group.
-///
-/// Moving another process in by writing its pid to `cgroup.procs` takes the kernel's global
-/// threadgroup lock for writing, and the first writer after a quiet spell waits for an RCU grace period
-/// (10–16 ms on the test VM, most of a container's creation). Two ways in avoid that lock: a
-/// single-threaded process moving itself by writing `0` to a v1 `tasks` file ([`join_self`]), and being
-/// born in a v2 group (`clone3` with `CLONE_INTO_CGROUP` on the directory).
-pub struct Entry {
-    /// `tasks` of the group in every v1 hierarchy, open for writing.
-    pub v1_tasks: Vec<std::os::fd::OwnedFd>,
-    /// The group's directory in the unified hierarchy.
-    pub v2_dir: Option<std::os::fd::OwnedFd>,
-}
-
 /// Moves the calling process, which must be single-threaded, into the v1 groups whose `tasks` files
-/// these are.
+/// these are ([`Cgroup::open_v1_tasks`]).
+///
+/// This is one of the two cheap ways into a group. Moving another process in by writing its pid to
+/// `cgroup.procs` takes the kernel's global threadgroup lock for writing, and the first writer after a
+/// quiet spell waits for an RCU grace period (10–16 ms on the test VM, most of a container's
+/// creation). A process writing `0` to `tasks` for itself, or born in the v2 group (`clone3` with
+/// `CLONE_INTO_CGROUP` on [`Cgroup::open_v2_dir`]), avoids that lock.
 pub fn join_self(tasks: &[std::os::fd::OwnedFd]) -> Result<()> {
     use std::io::Write;
     for fd in tasks {
@@ -134,12 +126,8 @@ pub struct CgroupDir {
 impl Cgroup {
     /// Creates the group for `cgroups_path` (absolute: below each hierarchy's root; relative or
     /// empty: below this process's own group, as runc does, `id` standing in for an empty path) in
-    /// every hierarchy of this host. On failure, what was made is removed again.
-    pub fn create(cgroups_path: &str, id: &str) -> Result<Cgroup> {
-        Cgroup::create_in(hierarchies(), cgroups_path, id)
-    }
-
-    /// [`Cgroup::create`] over given hierarchies (tests use a fake cgroupfs).
+    /// each of `hierarchies` (this host's [`hierarchies`], or a fake cgroupfs in tests). On failure,
+    /// what was made is removed again.
     pub fn create_in(hierarchies: &[Hierarchy], cgroups_path: &str, id: &str) -> Result<Cgroup> {
         let requested = if cgroups_path.is_empty() { id } else { cgroups_path };
         let mut cgroup = Cgroup { path: requested.to_owned(), dirs: Vec::new() };
@@ -161,18 +149,20 @@ impl Cgroup {
         self.dirs.extend(other.dirs);
     }
 
-    /// What a new process needs to enter the group cheaply (see [`Entry`]).
-    pub fn open_entry(&self) -> Result<Entry> {
-        let mut entry = Entry { v1_tasks: Vec::new(), v2_dir: self.open_v2_dir()? };
-        for d in self.dirs.iter().filter(|d| !d.hierarchy.unified) {
-            let tasks = d.dir.join("tasks");
-            let file = fs::OpenOptions::new().write(true).open(&tasks).context(|| format!("open {}", tasks.display()))?;
-            entry.v1_tasks.push(file.into());
-        }
-        Ok(entry)
+    /// The group's `tasks` file in every v1 hierarchy, open for writing (see [`join_self`]).
+    pub fn open_v1_tasks(&self) -> Result<Vec<std::os::fd::OwnedFd>> {
+        self.dirs
+            .iter()
+            .filter(|d| !d.hierarchy.unified)
+            .map(|d| {
+                let tasks = d.dir.join("tasks");
+                let file = fs::OpenOptions::new().write(true).open(&tasks).context(|| format!("open {}", tasks.display()))?;
+                Ok(file.into())
+            })
+            .collect()
     }
 
-    /// The group's unified (v2) directory, open (for `clone3`'s `CLONE_INTO_CGROUP`).
+    /// The group's unified (v2) directory, open (for `clone3`'s `CLONE_INTO_CGROUP`, see [`join_self`]).
     pub fn open_v2_dir(&self) -> Result<Option<std::os::fd::OwnedFd>> {
         self.unified_dir()
             .map(|d| fs::File::open(&d.dir).map(Into::into).context(|| format!("open {}", d.dir.display())))
@@ -188,15 +178,6 @@ impl Cgroup {
             }
             None => Ok(()),
         }
-    }
-
-    /// Moves `pid` into the group in every hierarchy.
-    pub fn add_process(&self, pid: u32) -> Result<()> {
-        for d in &self.dirs {
-            let procs = d.dir.join("cgroup.procs");
-            fs::write(&procs, pid.to_string()).context(|| format!("add pid {pid} to {}", procs.display()))?;
-        }
-        Ok(())
     }
 
     /// The group's directory in the v1 hierarchy that carries `controller`.

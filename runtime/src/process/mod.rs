@@ -99,7 +99,7 @@ fn prepare() -> Result<()> {
 }
 
 /// Joins the container's v1 cgroups first thing, from the `tasks` descriptors the runtime sends ahead
-/// of the plan (cheaper than being moved: see [`crate::cgroups::Entry`]).
+/// of the plan (cheaper than being moved: see [`crate::cgroups::join_self`]).
 fn join_cgroup(channel: &mut Channel) -> Result<()> {
     match channel.receive::<Directive>(None).context(|| "read the cgroup to join".into())? {
         Some((Directive::JoinCgroup, tasks)) => crate::cgroups::join_self(&tasks),
