@@ -262,7 +262,7 @@ impl Cgroup {
     /// What the group reports, from whichever version holds the controllers.
     pub fn stats(&self) -> stats::Stats {
         match self.unified_dir() {
-            Some(d) if self.is_v2() => stats::Stats::V2(v2::stats(&d.dir)),
+            Some(d) if self.is_v2() => stats::Stats::V2(stats::read_v2(&d.dir)),
             _ => stats::Stats::V1(stats::read_v1(self)),
         }
     }
@@ -334,6 +334,12 @@ impl OomWatch {
             }
         }
     }
+}
+
+/// Writes `value` to the interface file `file` of the group at `dir`.
+fn write(dir: &Path, file: &str, value: &str) -> Result<()> {
+    let path = dir.join(file);
+    fs::write(&path, value).context(|| format!("write {value:?} to {}", path.display()))
 }
 
 /// A cgroup path as an absolute path below the hierarchy's root, without `..` escapes.

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use oci_spec::runtime::{LinuxDeviceCgroup, LinuxResources};
 
-use super::Cgroup;
+use super::{write, Cgroup};
 use crate::error::{Context, Error, Result};
 
 /// Device rules every container gets after its spec's (runc grants the same): creating any device
@@ -39,11 +39,6 @@ pub(super) fn inherit_cpuset(dir: &Path) -> Result<()> {
         }
     }
     Ok(())
-}
-
-fn write(dir: &Path, file: &str, value: &str) -> Result<()> {
-    let path = dir.join(file);
-    fs::write(&path, value).context(|| format!("write {value:?} to {}", path.display()))
 }
 
 /// Writes a value only when the hierarchy's file exists (swap accounting may be off, for example).
@@ -88,6 +83,18 @@ pub(super) fn apply(cgroup: &Cgroup, resources: &LinuxResources) -> Result<()> {
             if let Some(quota) = cpu.quota() {
                 write(dir, "cpu.cfs_quota_us", &quota.to_string())?;
             }
+            if let Some(runtime) = cpu.realtime_runtime() {
+                write(dir, "cpu.rt_runtime_us", &runtime.to_string())?;
+            }
+            if let Some(period) = cpu.realtime_period() {
+                write(dir, "cpu.rt_period_us", &period.to_string())?;
+            }
+            if let Some(idle) = cpu.idle() {
+                write(dir, "cpu.idle", &idle.to_string())?;
+            }
+            if let Some(burst) = cpu.burst() {
+                write_if_present(dir, "cpu.cfs_burst_us", &burst.to_string())?;
+            }
         }
         if let Some(dir) = cgroup.dir_of("cpuset") {
             if let Some(cpus) = cpu.cpus().as_deref().filter(|c| !c.is_empty()) {
@@ -96,20 +103,6 @@ pub(super) fn apply(cgroup: &Cgroup, resources: &LinuxResources) -> Result<()> {
             if let Some(mems) = cpu.mems().as_deref().filter(|m| !m.is_empty()) {
                 write(dir, "cpuset.mems", mems)?;
             }
-        }
-    }
-    if let (Some(cpu), Some(dir)) = (resources.cpu(), cgroup.dir_of("cpu")) {
-        if let Some(runtime) = cpu.realtime_runtime() {
-            write(dir, "cpu.rt_runtime_us", &runtime.to_string())?;
-        }
-        if let Some(period) = cpu.realtime_period() {
-            write(dir, "cpu.rt_period_us", &period.to_string())?;
-        }
-        if let Some(idle) = cpu.idle() {
-            write(dir, "cpu.idle", &idle.to_string())?;
-        }
-        if let Some(burst) = cpu.burst() {
-            write_if_present(dir, "cpu.cfs_burst_us", &burst.to_string())?;
         }
     }
     if let (Some(dir), Some(io)) = (cgroup.dir_of("blkio"), resources.block_io()) {

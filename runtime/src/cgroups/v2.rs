@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use oci_spec::runtime::LinuxResources;
 
-use crate::error::{Context, Error, Result};
+use super::write;
+use crate::error::{Error, Result};
 
 /// The controllers a v2 group offers its children (`cgroup.controllers`).
 pub fn available_controllers(dir: &Path) -> Vec<String> {
@@ -25,11 +26,6 @@ pub(super) fn enable_controllers(dir: &Path, controllers: &[String]) {
             let _ = fs::write(dir.join("cgroup.subtree_control"), format!("+{controller}"));
         }
     }
-}
-
-fn write(dir: &Path, file: &str, value: &str) -> Result<()> {
-    let path = dir.join(file);
-    fs::write(&path, value).context(|| format!("write {value:?} to {}", path.display()))
 }
 
 /// `cpu.shares` (v1, 2–262144) as `cpu.weight` (v2, 1–10000), the conversion runc and the kernel
@@ -181,10 +177,6 @@ pub fn set_frozen(dir: &Path, frozen: bool) -> Result<()> {
 /// How many times the group's processes were OOM-killed (`memory.events`).
 pub fn oom_kills(dir: &Path) -> u64 {
     super::stats::read_pairs(dir, "memory.events").get("oom_kill").copied().unwrap_or(0)
-}
-
-pub fn stats(dir: &Path) -> super::stats::V2Stats {
-    super::stats::read_v2(dir)
 }
 
 #[cfg(test)]
