@@ -10,24 +10,23 @@ pub const BUSYBOX: &str = "localhost/myshim/busybox:latest";
 /// A Kubernetes pause image: busybox with an entrypoint that sleeps until SIGTERM, then exits 0.
 pub const PAUSE: &str = "localhost/myshim/pause:latest";
 
-/// The image archive, built on first use into the target directory.
+/// The busybox image archive, built on first use into the target directory.
 pub fn busybox_archive() -> PathBuf {
     static ARCHIVE: OnceLock<PathBuf> = OnceLock::new();
-    ARCHIVE
-        .get_or_init(|| {
-            let out = paths::shim_dir().join("busybox-image.tar");
-            build(&out, BUSYBOX, false);
-            out
-        })
-        .clone()
+    built_once(&ARCHIVE, "busybox-image.tar", BUSYBOX, false)
 }
 
+/// The pause image archive, built on first use into the target directory.
 pub fn pause_archive() -> PathBuf {
     static ARCHIVE: OnceLock<PathBuf> = OnceLock::new();
-    ARCHIVE
+    built_once(&ARCHIVE, "pause-image.tar", PAUSE, true)
+}
+
+fn built_once(archive: &'static OnceLock<PathBuf>, file: &str, image: &str, pause: bool) -> PathBuf {
+    archive
         .get_or_init(|| {
-            let out = paths::shim_dir().join("pause-image.tar");
-            build(&out, PAUSE, true);
+            let out = paths::shim_dir().join(file);
+            build(&out, image, pause);
             out
         })
         .clone()
