@@ -6,6 +6,7 @@ use libseccomp::{ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilter
 use oci_spec::runtime::{LinuxSeccomp, LinuxSeccompAction, LinuxSeccompOperator};
 
 use crate::error::{Error, Result};
+use crate::spec::spec_name;
 
 fn field(name: &str, reason: impl Into<String>) -> Error {
     Error::spec(format!("linux.seccomp.{name}"), reason)
@@ -22,11 +23,6 @@ fn action(action: LinuxSeccompAction, errno: Option<u32>, default_errno: u32) ->
         LinuxSeccompAction::ScmpActAllow => ScmpAction::Allow,
         LinuxSeccompAction::ScmpActNotify => return Err(field("syscalls", "SCMP_ACT_NOTIFY needs a listener, which this runtime does not provide")),
     })
-}
-
-/// The profile's name for an enum value (`SCMP_ARCH_X86_64`, `SECCOMP_FILTER_FLAG_LOG`).
-fn spec_name<T: serde::Serialize>(value: &T) -> String {
-    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
 }
 
 /// Checks what can be checked without compiling: actions, architectures and flags are known.

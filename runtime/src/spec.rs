@@ -101,6 +101,11 @@ pub fn validate(spec: &Spec) -> Result<()> {
     Ok(())
 }
 
+/// The spec's name for an enum value (`SCMP_ARCH_X86_64`, `RLIMIT_NOFILE`, `SCHED_FLAG_RECLAIM`).
+pub(crate) fn spec_name<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_value(value).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()
+}
+
 /// The namespace entry of this type, if the spec lists one (`Some(None)` = a new namespace,
 /// `Some(Some(path))` = join the namespace at `path`).
 pub fn namespace(spec: &Spec, typ: LinuxNamespaceType) -> Option<Option<PathBuf>> {

@@ -184,7 +184,7 @@ fn set_rlimit(typ: PosixRlimitType, soft: u64, hard: u64) -> Result<()> {
     let limit = libc::rlimit { rlim_cur: soft, rlim_max: hard };
     // SAFETY: setrlimit reads an rlimit struct on our stack.
     if unsafe { libc::setrlimit(rlimit_resource(typ), &limit) } < 0 {
-        let name = serde_json::to_value(typ).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+        let name = crate::spec::spec_name(&typ);
         return Err(Error::io(format!("process.rlimits: set {name} to {soft}/{hard}"), std::io::Error::last_os_error()));
     }
     Ok(())
@@ -215,8 +215,7 @@ fn set_scheduler(scheduler: &oci_spec::runtime::Scheduler) -> Result<()> {
     };
     let mut flags = 0u64;
     for flag in scheduler.flags().iter().flatten() {
-        let name = serde_json::to_value(flag).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
-        flags |= match name.as_str() {
+        flags |= match crate::spec::spec_name(flag).as_str() {
             "SCHED_FLAG_RESET_ON_FORK" => 0x01,
             "SCHED_FLAG_RECLAIM" => 0x02,
             "SCHED_FLAG_DL_OVERRUN" => 0x04,
