@@ -386,16 +386,7 @@ impl Drop for DirectShim {
                 leaks::signal(self.pid, nix::sys::signal::Signal::SIGKILL);
             }
         }
-        for pid in leaks::container_processes(&self.namespace) {
-            leaks::signal(pid, nix::sys::signal::Signal::SIGKILL);
-        }
-        for mount in leaks::mounts_under(&self.fake.dir) {
-            let _ = nix::mount::umount2(&mount, nix::mount::MntFlags::MNT_DETACH);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-        for dir in leaks::cgroup_dirs(&self.namespace) {
-            leaks::remove_cgroup_tree(&dir);
-        }
+        leaks::remove_containers(&self.namespace, &self.fake.dir);
         let _ = fs::remove_file(&self.socket);
         let _ = fs::remove_file(format!("{}.myshim.json", self.socket.display()));
         let _ = fs::remove_dir_all(&self.group_bundle);

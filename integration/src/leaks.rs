@@ -36,19 +36,25 @@ pub fn clean_up(containerd: &Containerd) {
     for (pid, _) in shim_processes(containerd) {
         kill(pid);
     }
-    for pid in container_processes(&containerd.namespace) {
-        kill(pid);
-    }
-    for mount in mounts_under(&containerd.dir) {
-        let _ = nix::mount::umount2(&mount, nix::mount::MntFlags::MNT_DETACH);
-    }
-    std::thread::sleep(std::time::Duration::from_millis(50));
-    for dir in cgroup_dirs(&containerd.namespace) {
-        remove_cgroup_tree(&dir);
-    }
+    remove_containers(&containerd.namespace, &containerd.dir);
     for socket in shim_sockets(containerd) {
         let _ = fs::remove_file(&socket);
         let _ = fs::remove_file(socket.with_extension("myshim.json"));
+    }
+}
+
+/// Kills the container processes of `namespace`, unmounts everything below `dir` (where their bundles
+/// live) and removes the namespace's cgroups.
+pub fn remove_containers(namespace: &str, dir: &Path) {
+    for pid in container_processes(namespace) {
+        kill(pid);
+    }
+    for mount in mounts_under(dir) {
+        let _ = nix::mount::umount2(&mount, nix::mount::MntFlags::MNT_DETACH);
+    }
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    for dir in cgroup_dirs(namespace) {
+        remove_cgroup_tree(&dir);
     }
 }
 
