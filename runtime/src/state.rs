@@ -75,7 +75,7 @@ impl State {
 
     /// Whether the recorded init still runs (not exited or a zombie, pid not reused).
     pub fn init_is_alive(&self) -> bool {
-        crate::sys::process_start_time(self.pid) == Some(self.pid_start_time) && !crate::sys::is_zombie(self.pid)
+        crate::sys::start_time_if_running(self.pid) == Some(self.pid_start_time)
     }
 }
 

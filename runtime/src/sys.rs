@@ -78,9 +78,14 @@ pub fn process_start_time(pid: u32) -> Option<u64> {
     stat_after_name(pid)?.split_whitespace().nth(19)?.parse().ok()
 }
 
-/// Whether `pid` is a zombie (exited, not yet reaped by its parent).
-pub fn is_zombie(pid: u32) -> bool {
-    stat_after_name(pid).is_some_and(|fields| fields.starts_with('Z'))
+/// [`process_start_time`] while `pid` runs; `None` once it has exited (a zombie not yet reaped
+/// counts as exited) or is gone. One read of `/proc/<pid>/stat`.
+pub fn start_time_if_running(pid: u32) -> Option<u64> {
+    let fields = stat_after_name(pid)?;
+    if fields.starts_with('Z') {
+        return None;
+    }
+    fields.split_whitespace().nth(19)?.parse().ok()
 }
 
 /// `/proc/<pid>/stat` from field 3 (the state) on. The command name (field 2) is in parentheses and
@@ -222,5 +227,19 @@ mod tests {
         let a = process_start_time(me).unwrap();
         assert_eq!(Some(a), process_start_time(me));
         assert!(process_start_time(u32::MAX / 2).is_none());
+    }
+
+    #[test]
+    fn a_zombie_is_not_running() {
+        assert_eq!(start_time_if_running(std::process::id()), process_start_time(std::process::id()));
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        // Not reaped yet: once it has exited it stays a zombie, with its start time still readable.
+        while start_time_if_running(child.id()).is_some() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+        assert!(start_time_if_running(child.id()).is_none());
+        assert!(process_start_time(child.id()).is_some(), "the zombie is still there");
+        child.wait().unwrap();
     }
 }
