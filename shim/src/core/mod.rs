@@ -285,7 +285,7 @@ impl TaskCore {
             })
         })
         .await
-        .map_err(|e| TaskError::internal(format!("create task panicked: {e}")))?;
+        .map_err(|e| TaskError::internal(format!("create container {}: task panicked: {e}", request.id)))?;
         let (created, console) = match created {
             Ok(created) => created,
             Err(e) => {
@@ -372,7 +372,7 @@ impl TaskCore {
         process.set_pid(started.pid);
         if let Some(master) = started.console {
             if let Some(io) = process.io.lock().await.as_mut() {
-                io.attach_terminal(master)?;
+                io.attach_terminal(master).map_err(|e| e.context(format!("container {}: exec {exec_id}", container.id)))?;
             }
         }
         let owner = Owner::Process { container_id: container.id.clone(), exec_id: Some(exec_id) };
@@ -511,7 +511,7 @@ impl TaskCore {
             None => Ok(()),
         })
         .await
-        .map_err(|e| TaskError::internal(format!("delete task panicked: {e}")))?;
+        .map_err(|e| TaskError::internal(format!("delete container {id}: task panicked: {e}")))?;
         if let Err(e) = destroyed {
             warn!(id, error = %e, "delete left something behind");
             return Err(TaskError::from(e).context(format!("delete container {id}")));
