@@ -28,7 +28,7 @@ fn wait_gone(pid: u32) {
 
 /// `start` prints only the reply (a 1.6-style plain address: no GRPC_ADDRESS), writes the address
 /// file, binds a 0600 socket; a second container of the same group reuses the daemon; SIGTERM on an
-/// empty daemon makes it exit and remove its socket.
+/// empty daemon makes it exit and remove its socket, even when it arrives while the daemon starts.
 #[test]
 fn start_prints_only_the_reply_and_groups() {
     let dir = paths::scratch("start");

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 use myshim_runtime::sys;
+use nix::sys::signal::{SigSet, Signal};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{info, warn};
 
@@ -39,6 +40,9 @@ async fn run(flags: &Flags, protocol: Protocol, listener: UnixListener, idle_exi
     // Installed before any container exists, so no SIGCHLD is missed.
     let mut sigchld = signal(SignalKind::child()).context("watch SIGCHLD")?;
     let mut sigterm = signal(SignalKind::terminate()).context("watch SIGTERM")?;
+    // `start` launched us with SIGTERM blocked, so that one sent before this handler existed is not
+    // fatal (the socket would stay behind); now it can come in.
+    SigSet::from(Signal::SIGTERM).thread_unblock().context("let SIGTERM in")?;
 
     let (queue, receiver) = events::queue();
     let core = TaskCore::new(queue, flags.namespace.clone());

@@ -14,6 +14,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{anyhow, Context, Result};
 use myshim_runtime::sys;
+use nix::sys::signal::{SigSet, Signal};
 use tracing::{info, warn};
 
 use super::{containerd, group_id, options_from_stdin, record_path, socket_path, DaemonRecord, SOCKET_DIR};
@@ -97,6 +98,10 @@ fn spawn_daemon(flags: &Flags, bundle: &Path, socket: &Path, bootstrap: &contain
     sys::place_for_child(listener.into(), 3).context("hand the socket to the daemon")?;
     // Over gRPC the daemon keeps containerd's connection busy (see keepalive.rs).
     let keepalive = bootstrap.protocol == config::Protocol::Grpc && config.grpc_keepalive;
+    // The daemon inherits our signal mask: it starts with SIGTERM blocked and lets it in once it can
+    // handle it (see serve.rs).
+    let sigterm = SigSet::from(Signal::SIGTERM);
+    sigterm.thread_block().context("hold SIGTERM back for the daemon")?;
     let child = Command::new(&exe)
         .args(flags::for_daemon(flags, socket, bootstrap.protocol.name(), config.idle_exit_seconds, keepalive))
         .current_dir(bundle)
@@ -106,6 +111,7 @@ fn spawn_daemon(flags: &Flags, bundle: &Path, socket: &Path, bootstrap: &contain
         .process_group(0)
         .spawn()
         .with_context(|| format!("start the shim daemon {}", exe.display()));
+    let _ = sigterm.thread_unblock();
     let child = match child {
         Ok(child) => child,
         Err(e) => {
