@@ -26,6 +26,24 @@ fn wait_gone(pid: u32) {
     }
 }
 
+/// The daemon behind `socket`: killed, and its socket and record removed, when the test ends (a
+/// passing test leaves nothing for it to do).
+struct DaemonCleanup {
+    socket: String,
+}
+
+impl Drop for DaemonCleanup {
+    fn drop(&mut self) {
+        let record = format!("{}.myshim.json", self.socket);
+        let pid = std::fs::read(&record).ok().and_then(|text| serde_json::from_slice::<serde_json::Value>(&text).ok()).and_then(|r| r["pid"].as_u64());
+        if let Some(pid) = pid.filter(|pid| Path::new(&format!("/proc/{pid}")).exists()) {
+            leaks::signal(pid as u32, nix::sys::signal::Signal::SIGKILL);
+        }
+        let _ = std::fs::remove_file(&self.socket);
+        let _ = std::fs::remove_file(&record);
+    }
+}
+
 /// `start` prints only the reply (a 1.6-style plain address: no GRPC_ADDRESS), writes the address
 /// file, binds a 0600 socket; a second container of the same group reuses the daemon; SIGTERM on an
 /// empty daemon makes it exit and remove its socket, even when it arrives while the daemon starts.
@@ -50,6 +68,7 @@ fn start_prints_only_the_reply_and_groups() {
     assert!(reply.starts_with("unix:///run/containerd/s/"), "{reply:?}");
     assert_eq!(std::fs::read_to_string(bundles[0].join("address")).unwrap(), reply);
     let socket = reply.trim_start_matches("unix://").to_owned();
+    let _cleanup = DaemonCleanup { socket: socket.clone() };
     let meta = std::fs::metadata(&socket).unwrap();
     assert!(meta.file_type().is_socket());
     assert_eq!(meta.mode() & 0o777, 0o600);
@@ -111,6 +130,7 @@ fn unconnected_daemon_exits_by_itself() {
         .unwrap();
     assert!(out.status.success(), "{out:?}");
     let socket = String::from_utf8(out.stdout).unwrap().trim_start_matches("unix://").to_owned();
+    let _cleanup = DaemonCleanup { socket: socket.clone() };
     let record: serde_json::Value = serde_json::from_slice(&std::fs::read(format!("{socket}.myshim.json")).unwrap()).unwrap();
     wait_gone(record["pid"].as_u64().unwrap() as u32);
     assert!(!Path::new(&socket).exists(), "socket removed");
