@@ -116,24 +116,18 @@ impl Container {
     pub fn create(runtime: &Runtime, options: CreateOptions<'_>) -> Result<Container> {
         validate_id(options.id)?;
         let spec = spec::load(options.bundle)?;
-        spec::validate(&spec)?;
+        crate::validate::validate(&spec)?;
         match fs::create_dir(&options.state_dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(Error::AlreadyExists(options.id.to_owned())),
             Err(e) => return Err(Error::io(format!("create state directory {}", options.state_dir.display()), e)),
         }
-        let mut undo = Undo { state_dir: Some(options.state_dir.clone()), ..Undo::default() };
-        let result = create_in(runtime, &spec, &options, &mut undo);
-        match result {
-            Ok(state) => {
-                undo.disarm();
-                Ok(Container { state, state_dir: options.state_dir, control: undo.control.take(), console: undo.console.take() })
-            }
-            Err(e) => {
-                undo.run();
-                Err(e)
-            }
-        }
+        // Undone when dropped: on an error, and also when something panics on the way.
+        let mut undo = Undo::default();
+        undo.state_dir = Some(options.state_dir.clone());
+        let state = create_in(runtime, &spec, &options, &mut undo)?;
+        undo.disarm();
+        Ok(Container { state, state_dir: options.state_dir, control: undo.control.take(), console: undo.console.take() })
     }
 
     /// Picks up a container from its state directory.
@@ -281,9 +275,9 @@ impl Container {
         self.cgroup_or_error()?.set_frozen(paused)
     }
 
-    /// Applies new resource limits to the container's cgroup.
+    /// Applies new resource limits to the container's cgroup, all or nothing.
     pub fn update(&self, resources: &oci_spec::runtime::LinuxResources) -> Result<()> {
-        self.cgroup_or_error()?.apply(resources)
+        self.cgroup_or_error()?.update(resources)
     }
 
     /// What the container's cgroup reports.
@@ -355,7 +349,7 @@ fn remove_state_dir(dir: &Path) -> Result<()> {
     }
 }
 
-/// What create has made so far, undone in reverse when create fails.
+/// What create has made so far, undone in reverse when create fails (the guard is dropped armed).
 #[derive(Default)]
 struct Undo {
     state_dir: Option<PathBuf>,
@@ -373,8 +367,10 @@ impl Undo {
         self.cgroup = None;
         self.pids.clear();
     }
+}
 
-    fn run(&mut self) {
+impl Drop for Undo {
+    fn drop(&mut self) {
         self.control = None;
         self.console = None;
         for pid in self.pids.drain(..) {
@@ -413,7 +409,10 @@ fn create_in(runtime: &Runtime, spec: &Spec, options: &CreateOptions<'_>, undo: 
     undo.cgroup = cgroup.clone();
 
     let exec_fifo = options.state_dir.join(EXEC_FIFO);
-    nix::unistd::mkfifo(&exec_fifo, Mode::from_bits_truncate(0o600)).context(|| format!("create {}", exec_fifo.display()))?;
+    // Writable by every user: the init opens it after taking on the process's user (as runc's 0622).
+    nix::unistd::mkfifo(&exec_fifo, Mode::from_bits_truncate(0o622)).context(|| format!("create {}", exec_fifo.display()))?;
+    // (The umask applied to mkfifo; the shim's threads share it, so it is not changed around the call.)
+    fs::set_permissions(&exec_fifo, std::os::unix::fs::PermissionsExt::from_mode(0o622)).context(|| format!("chmod {}", exec_fifo.display()))?;
     let id_maps = IdMaps::of(spec);
     if let Some(maps) = id_maps {
         // The init waits on the fifo as the container's root: let that user open it.
@@ -436,7 +435,7 @@ fn create_in(runtime: &Runtime, spec: &Spec, options: &CreateOptions<'_>, undo: 
             cgroup.apply(resources)?;
         }
     }
-    let plan = InitPlan { spec: spec.clone(), rootfs: rootfs.clone(), exec_fifo, cgroup: cgroup.clone(), created_at_clone: !created_at_clone.is_empty() };
+    let plan = InitPlan { spec: spec.clone(), rootfs: rootfs.clone(), exec_fifo, cgroup: cgroup.clone(), created_at_clone: !created_at_clone.is_empty(), runtime_env: hooks::own_environment() };
     let (started, control) = helper.finish(runtime, spawned, cgroup.as_ref(), &plan, &[], &mut undo.pids).map_err(|e| match e {
         Error::Init(reason) if reason.is_empty() => Error::Init(format!("container {id}: the init exited during setup")),
         other => other,
@@ -503,9 +502,12 @@ impl IdMaps<'_> {
     }
 }
 
-/// What a helper reported: the pid of the process it became (or forked), and a terminal master.
+/// What a helper reported: the pid of the process it became (or forked), its start time (read while
+/// it certainly ran: with the pid, it tells the process apart from a later one given the same pid),
+/// and a terminal master.
 pub struct Started {
     pub pid: u32,
+    pub start_time: Option<u64>,
     pub console: Option<OwnedFd>,
 }
 
@@ -571,11 +573,15 @@ impl Helper<'_> {
         }
         control.send_with_fds(plan, fds).context(|| format!("send the {} plan", self.mode))?;
 
-        let mut started = Started { pid: helper_pid, console: None };
+        // The helper waits for its cgroup and plan: it certainly runs now.
+        let mut started = Started { pid: helper_pid, start_time: crate::sys::process_start_time(helper_pid), console: None };
         loop {
             match control.receive::<Report>(Some(SETUP_TIMEOUT)).context(|| format!("wait for the {} helper", self.mode))? {
                 Some((Report::Pid(pid), _)) => {
+                    // The forked child waits until its parent, the helper, has exited, which waits for this.
                     started.pid = pid;
+                    started.start_time = crate::sys::process_start_time(pid);
+                    control.send(&Directive::Continue { hook_state: None }).context(|| "let the helper go on".into())?;
                     pids.push(pid);
                 }
                 Some((Report::Console, mut received)) => {
@@ -590,11 +596,12 @@ impl Helper<'_> {
                     let (hooks, state) = self.hooks.as_ref().ok_or_else(|| Error::Init("the init stopped for hooks nobody planned".into()))?;
                     let state = HookState { pid: started.pid, ..*state }.to_json();
                     for (phase, list) in [("prestart", hooks.prestart()), ("createRuntime", hooks.create_runtime())] {
-                        hooks::run_in_caller(list.as_deref().unwrap_or(&[]), phase, &state, runtime.waiter.as_ref())?;
+                        hooks::run(list.as_deref().unwrap_or(&[]), phase, &state, &hooks::own_environment(), runtime.waiter.as_ref())?;
                     }
                     let hook_state = Some(String::from_utf8_lossy(&state).into_owned());
                     control.send(&Directive::Continue { hook_state }).context(|| "let the init go on".into())?;
                 }
+                Some((Report::Warning(warning), _)) => tracing::warn!(helper = self.mode, "{warning}"),
                 Some((Report::Ready, _)) => return Ok((started, control)),
                 Some((Report::Failed(reason), _)) => return Err(Error::Init(reason)),
                 // An init closing its channel died during setup; an exec's closes at its execve.
@@ -619,5 +626,29 @@ fn wait_for_byte(fd: &OwnedFd, timeout: Duration) -> std::io::Result<bool> {
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A panic after the helper was spawned still kills it and removes what create made.
+    #[test]
+    fn a_panic_during_create_undoes_what_was_made() {
+        let dir = std::env::temp_dir().join(format!("myshim-undo-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let mut child = std::process::Command::new("sleep").arg("100").spawn().unwrap();
+        let (state_dir, pid) = (dir.clone(), child.id());
+        let result = std::panic::catch_unwind(move || {
+            let mut undo = Undo::default();
+            undo.state_dir = Some(state_dir);
+            undo.pids.push(pid);
+            panic!("something went wrong half-way");
+        });
+        assert!(result.is_err());
+        assert!(!dir.exists(), "the state directory is left");
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(child.wait().unwrap().signal(), Some(libc::SIGKILL), "the helper is left running");
     }
 }

@@ -54,6 +54,14 @@ impl Error {
         Error::InvalidSpec { field: field.into(), reason: reason.into() }
     }
 
+    /// The same error with `what` (a spec field, say) in front of an I/O error's context.
+    pub fn prefixed(self, what: &str) -> Error {
+        match self {
+            Error::Io { context, source } => Error::Io { context: format!("{what}: {context}"), source },
+            other => other,
+        }
+    }
+
     /// True when the error is an I/O error of this kind (for callers that tolerate "already gone").
     pub fn is_io_kind(&self, kind: io::ErrorKind) -> bool {
         matches!(self, Error::Io { source, .. } if source.kind() == kind)

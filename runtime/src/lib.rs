@@ -11,12 +11,15 @@ pub mod error;
 pub mod features;
 pub mod hooks;
 pub mod mounts;
+pub mod mount_api;
 pub mod process;
 mod rootfs;
 mod seccomp;
 pub mod spec;
 pub mod state;
 pub mod sys;
+mod sysctl;
+pub mod validate;
 
 pub use container::{Container, CreateOptions, Runtime, Started, Stdio};
 pub use error::{Error, Result};

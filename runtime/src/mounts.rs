@@ -4,10 +4,13 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Context, Error, Result};
+use crate::mount_api::{set_attributes, MountAttr, MOUNT_ATTR_RDONLY};
 
 /// One mount of the container's root filesystem, as containerd passes it in Create: `target` is
 /// relative to the rootfs directory (empty = the directory itself).
@@ -175,6 +178,26 @@ pub fn mount_with_options<T: MountTarget + ?Sized>(kind: &str, source: &str, tar
         mount(None::<&str>, &path, None::<&str>, parsed.propagation, None::<&str>).context(what)?;
     }
     Ok(())
+}
+
+/// Makes the mount `fd` names read-only (with `recursive`, every mount below it too) and changes no
+/// other flag, so that flags a user namespace may not clear are no obstacle.
+pub fn set_read_only(fd: &OwnedFd, recursive: bool) -> Result<()> {
+    let attr = MountAttr { attr_set: MOUNT_ATTR_RDONLY, ..Default::default() };
+    match set_attributes(fd.as_fd(), recursive, &attr) {
+        Ok(()) => Ok(()),
+        // Before Linux 5.12 mount(2) remounts the top mount only.
+        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => remount_read_only(fd, MsFlags::empty()),
+        Err(e) => Err(Error::io("remount read-only", e)),
+    }
+}
+
+/// Remounts the mount `fd` names read-only with mount(2), adding `extra` and keeping the flags it has
+/// that an unprivileged remount may not clear.
+pub(crate) fn remount_read_only(fd: &OwnedFd, extra: MsFlags) -> Result<()> {
+    let path = PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()));
+    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | extra;
+    mount(None::<&str>, &path, None::<&str>, flags | locked_flags(&path), None::<&str>).context(|| "remount read-only".into())
 }
 
 /// The flags of the mount at `path` that an unprivileged remount may not clear.

@@ -53,7 +53,7 @@ impl State {
             bundle: &self.bundle,
             annotations: &self.annotations,
         };
-        if let Err(e) = crate::hooks::run_in_caller(list.as_deref().unwrap_or(&[]), phase, &state.to_json(), waiter) {
+        if let Err(e) = crate::hooks::run(list.as_deref().unwrap_or(&[]), phase, &state.to_json(), &crate::hooks::own_environment(), waiter) {
             tracing::warn!(id = %self.id, error = %e, "hook failed");
         }
     }

@@ -189,7 +189,7 @@ pub(crate) fn wait_readable(fd: BorrowedFd<'_>, deadline: Instant) -> io::Result
 }
 
 /// Duplicates `fd` at a number >= `min` with close-on-exec set.
-pub(crate) fn dup_above(fd: RawFd, min: RawFd) -> io::Result<OwnedFd> {
+pub fn dup_above(fd: RawFd, min: RawFd) -> io::Result<OwnedFd> {
     // SAFETY: F_DUPFD_CLOEXEC returns a fresh descriptor that we own.
     let new = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, min) };
     if new < 0 {

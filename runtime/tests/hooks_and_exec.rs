@@ -124,3 +124,72 @@ fn exec_joins_the_container_with_its_own_identity() {
     assert!(b.runc(&["delete", "--force", &b.id]).status.success());
     b.assert_clean();
 }
+
+/// A hook is fed its state and drained of its output at the same time: one that reads nothing and
+/// prints without end finishes (in the caller and in the init alike), and one that hangs without
+/// reading a large state is stopped at its timeout, not when it gives up.
+#[test]
+fn hooks_that_neither_read_nor_stay_quiet_cannot_stall_create() {
+    let big = "x".repeat(1 << 20);
+    let chatty = "#!/bin/sh\nhead -c 2000000 /dev/zero | tr '\\0' y\nhead -c 100000 /dev/zero | tr '\\0' z >&2\nexit 0\n";
+    for phase in ["createRuntime", "createContainer"] {
+        let mut b = Bundle::new("chattyhook");
+        b.spec["annotations"] = json!({"large": big});
+        let path = b.dir.join("chatty.sh");
+        fs::write(&path, chatty).unwrap();
+        std::process::Command::new("chmod").arg("+x").arg(&path).status().unwrap();
+        b.spec["hooks"] = json!({phase: [{"path": path, "timeout": 20}]});
+        let started = std::time::Instant::now();
+        let (code, _, err) = b.sh("true");
+        assert_eq!(code, 0, "{phase}: {err}");
+        assert!(started.elapsed() < std::time::Duration::from_secs(15), "{phase}: took {:?}", started.elapsed());
+        b.assert_clean();
+    }
+    let mut b = Bundle::new("deafhook");
+    b.spec["annotations"] = json!({"large": big});
+    let path = b.dir.join("deaf.sh");
+    fs::write(&path, "#!/bin/sh\nsleep 30\n").unwrap();
+    std::process::Command::new("chmod").arg("+x").arg(&path).status().unwrap();
+    b.spec["hooks"] = json!({"createRuntime": [{"path": path, "timeout": 2}]});
+    let started = std::time::Instant::now();
+    let (code, _, err) = b.sh("true");
+    assert_ne!(code, 0);
+    assert!(err.contains("timed out after 2s"), "{err}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10), "stopped after {:?}", started.elapsed());
+    b.assert_clean();
+}
+
+/// Hooks without an `env` of their own get the runtime's environment (the process's, for
+/// startContainer), as with runc.
+#[test]
+fn hooks_without_env_inherit_it() {
+    let mut b = Bundle::new("hookenv");
+    let log = b.dir.join("env.log");
+    let script = b.dir.join("env.sh");
+    fs::write(&script, format!("#!/bin/sh\necho \"$1 ${{MYSHIM_HOOK_PROBE:-unset}}\" >> {}\n", log.display())).unwrap();
+    std::process::Command::new("chmod").arg("+x").arg(&script).status().unwrap();
+    let inside = b.rootfs().join("env-hook.sh");
+    fs::write(&inside, "#!/bin/sh\necho \"startContainer ${CONTAINER_VAR:-unset}\" > /env-inside.log\n").unwrap();
+    std::process::Command::new("chmod").arg("+x").arg(&inside).status().unwrap();
+    b.spec["process"]["env"].as_array_mut().unwrap().push(json!("CONTAINER_VAR=from-the-process"));
+    b.spec["hooks"] = json!({
+        "prestart": [{"path": script, "args": [script, "prestart"]}],
+        "createContainer": [{"path": script, "args": [script, "createContainer"]}],
+        "poststop": [{"path": script, "args": [script, "poststop"]}],
+        "startContainer": [{"path": "/env-hook.sh"}]
+    });
+    b.write_spec();
+    let out = std::process::Command::new(common::RUNC)
+        .arg("--root")
+        .arg(&b.root)
+        .args(["run", "--bundle", b.dir.to_str().unwrap(), &b.id])
+        .env("MYSHIM_HOOK_PROBE", "from-the-runtime")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = fs::read_to_string(&log).unwrap();
+    assert_eq!(text.lines().collect::<Vec<_>>(), ["prestart from-the-runtime", "createContainer from-the-runtime", "poststop from-the-runtime"]);
+    assert_eq!(fs::read_to_string(b.rootfs().join("env-inside.log")).unwrap().trim(), "startContainer from-the-process");
+    b.assert_clean();
+}

@@ -18,6 +18,10 @@ const DEFAULT_ROOT: &str = "/run/myshim-runc";
 
 fn main() -> ExitCode {
     myshim_runtime::run_helper_if_requested();
+    if let Err(reason) = myshim_runtime::process::executable::check_invocation() {
+        eprintln!("myshim-runc: error: {reason}");
+        return ExitCode::from(1);
+    }
     let mut args = Args { items: std::env::args().skip(1).collect() };
     let global = Global::parse(&mut args);
     match run(&global, args) {

@@ -141,7 +141,22 @@ impl Cgroup {
                 }
             }
         }
+        cgroup.refuse_if_in_use()?;
         Ok(cgroup)
+    }
+
+    /// A group that already holds processes (or is frozen) belongs to someone else: two containers
+    /// sharing a group would be limited, frozen and killed together (runc refuses it too).
+    fn refuse_if_in_use(&self) -> Result<()> {
+        let processes = self.processes();
+        let reason = if !processes.is_empty() {
+            format!("the cgroup already holds {} process(es), pid {} first: it is another container's", processes.len(), processes[0])
+        } else if self.is_frozen() {
+            "the cgroup is frozen".to_owned()
+        } else {
+            return Ok(());
+        };
+        Err(Error::spec("linux.cgroupsPath", format!("{}: {reason}", self.path)))
     }
 
     /// Adds the directories of `other` (the same group, made in other hierarchies).
@@ -248,13 +263,30 @@ impl Cgroup {
         }
     }
 
-    /// Applies the spec's resources: each by the controller that owns it, v1 or v2.
+    /// Applies the spec's resources to a group just made: each by the controller that owns it, v1
+    /// or v2.
     pub fn apply(&self, resources: &LinuxResources) -> Result<()> {
+        self.apply_with(resources, &mut Writes::fresh())
+    }
+
+    /// Changes the resources of a group in use, all or nothing: when one value is refused, those
+    /// written before it are put back.
+    pub fn update(&self, resources: &LinuxResources) -> Result<()> {
+        let mut writes = Writes::restorable();
+        let result = self.apply_with(resources, &mut writes);
+        if result.is_err() {
+            writes.roll_back();
+        }
+        result
+    }
+
+    fn apply_with(&self, resources: &LinuxResources, writes: &mut Writes) -> Result<()> {
+        check_resources(resources)?;
         if self.dirs.iter().any(|d| !d.hierarchy.unified) {
-            v1::apply(self, resources)?;
+            v1::apply(self, resources, writes)?;
         }
         if let Some(d) = self.unified_dir() {
-            v2::apply(&d.dir, &d.hierarchy.controllers, resources, self.is_v2())?;
+            v2::apply(&d.dir, &d.hierarchy.controllers, resources, self.is_v2(), writes)?;
         }
         Ok(())
     }
@@ -340,6 +372,79 @@ impl OomWatch {
 fn write(dir: &Path, file: &str, value: &str) -> Result<()> {
     let path = dir.join(file);
     fs::write(&path, value).context(|| format!("write {value:?} to {}", path.display()))
+}
+
+/// The interface files a change of resources writes. When it updates a running container, each file's
+/// old content is kept first, so that a change the kernel refuses half-way is rolled back: Update is
+/// all or nothing. (Files that cannot be read back, such as v1's `devices.allow`, are not restored;
+/// they are written last.)
+pub struct Writes {
+    remember: bool,
+    before: Vec<(PathBuf, String)>,
+}
+
+impl Writes {
+    /// For a group just made: nothing to restore.
+    pub fn fresh() -> Writes {
+        Writes { remember: false, before: Vec::new() }
+    }
+
+    /// For a group in use.
+    pub fn restorable() -> Writes {
+        Writes { remember: true, before: Vec::new() }
+    }
+
+    pub fn write(&mut self, dir: &Path, file: &str, value: &str) -> Result<()> {
+        let path = dir.join(file);
+        let before = if self.remember { fs::read_to_string(&path).ok().filter(|b| !b.trim().is_empty()) } else { None };
+        write(dir, file, value)?;
+        if let Some(before) = before {
+            self.before.push((path, before));
+        }
+        Ok(())
+    }
+
+    /// Writes a value only when the file exists (swap accounting may be off, for example).
+    pub fn write_if_present(&mut self, dir: &Path, file: &str, value: &str) -> Result<()> {
+        if dir.join(file).exists() {
+            self.write(dir, file, value)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Puts back what the files held, the last written first (best effort: each line of a file that
+    /// lists per-device values is written back on its own).
+    fn roll_back(self) {
+        for (path, before) in self.before.into_iter().rev() {
+            for line in before.lines().filter(|l| !l.trim().is_empty()) {
+                let _ = fs::write(&path, line.trim());
+            }
+        }
+    }
+}
+
+/// What can be checked before anything is written: values that contradict each other, and page sizes
+/// that become part of file names.
+pub fn check_resources(resources: &LinuxResources) -> Result<()> {
+    if let Some(memory) = resources.memory() {
+        if let (Some(limit), Some(swap)) = (memory.limit(), memory.swap()) {
+            if limit > 0 && swap > 0 && swap < limit {
+                return Err(Error::spec("linux.resources.memory.swap", format!("the memory+swap limit {swap} is below the memory limit {limit}")));
+            }
+        }
+        if let Some(swappiness) = memory.swappiness().filter(|s| *s > 100) {
+            return Err(Error::spec("linux.resources.memory.swappiness", format!("{swappiness} is above 100")));
+        }
+    }
+    for (i, limit) in resources.hugepage_limits().iter().flatten().enumerate() {
+        let size = limit.page_size();
+        let valid = ["KB", "MB", "GB"].iter().any(|unit| size.strip_suffix(unit).is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit())));
+        if !valid {
+            return Err(Error::spec(format!("linux.resources.hugepageLimits[{i}].pageSize"), format!("{size:?} is not a page size (like 2MB or 1GB)")));
+        }
+    }
+    Ok(())
 }
 
 /// A cgroup path as an absolute path below the hierarchy's root, without `..` escapes.

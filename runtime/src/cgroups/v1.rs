@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use oci_spec::runtime::{LinuxDeviceCgroup, LinuxResources};
 
-use super::{write, Cgroup};
+use super::{write, Cgroup, Writes};
 use crate::error::{Context, Error, Result};
 
 /// Device rules every container gets after its spec's (runc grants the same): creating any device
@@ -41,103 +41,103 @@ pub(super) fn inherit_cpuset(dir: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Writes a value only when the hierarchy's file exists (swap accounting may be off, for example).
-fn write_if_present(dir: &Path, file: &str, value: &str) -> Result<()> {
-    if dir.join(file).exists() {
-        write(dir, file, value)
-    } else {
-        Ok(())
-    }
-}
-
 /// Applies the spec's resources to the container's v1 groups.
-pub(super) fn apply(cgroup: &Cgroup, resources: &LinuxResources) -> Result<()> {
+pub(super) fn apply(cgroup: &Cgroup, resources: &LinuxResources, writes: &mut Writes) -> Result<()> {
     if let (Some(dir), Some(memory)) = (cgroup.dir_of("memory"), resources.memory()) {
-        if let Some(limit) = memory.limit() {
-            write(dir, "memory.limit_in_bytes", &limit.to_string())?;
+        let swap_file = "memory.memsw.limit_in_bytes";
+        match (memory.limit(), memory.swap().filter(|_| dir.join(swap_file).exists())) {
+            (Some(limit), Some(swap)) => {
+                // The kernel keeps memory <= memory+swap at every step: when the limits grow, memsw
+                // goes first.
+                let current: i64 = fs::read_to_string(dir.join("memory.limit_in_bytes")).ok().and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+                if swap < 0 || current < swap {
+                    writes.write(dir, swap_file, &swap.to_string())?;
+                    writes.write(dir, "memory.limit_in_bytes", &limit.to_string())?;
+                } else {
+                    writes.write(dir, "memory.limit_in_bytes", &limit.to_string())?;
+                    writes.write(dir, swap_file, &swap.to_string())?;
+                }
+            }
+            (Some(limit), None) => writes.write(dir, "memory.limit_in_bytes", &limit.to_string())?,
+            (None, Some(swap)) => writes.write(dir, swap_file, &swap.to_string())?,
+            (None, None) => {}
         }
         if let Some(reservation) = memory.reservation() {
-            write(dir, "memory.soft_limit_in_bytes", &reservation.to_string())?;
-        }
-        if let Some(swap) = memory.swap() {
-            write_if_present(dir, "memory.memsw.limit_in_bytes", &swap.to_string())?;
+            writes.write(dir, "memory.soft_limit_in_bytes", &reservation.to_string())?;
         }
         if let Some(swappiness) = memory.swappiness() {
-            if swappiness > 100 {
-                return Err(Error::spec("linux.resources.memory.swappiness", format!("{swappiness} is above 100")));
-            }
-            write(dir, "memory.swappiness", &swappiness.to_string())?;
+            writes.write(dir, "memory.swappiness", &swappiness.to_string())?;
         }
         if memory.disable_oom_killer() == Some(true) {
-            write(dir, "memory.oom_control", "1")?;
+            writes.write(dir, "memory.oom_control", "1")?;
         }
     }
     if let Some(cpu) = resources.cpu() {
         if let Some(dir) = cgroup.dir_of("cpu") {
             if let Some(shares) = cpu.shares() {
-                write(dir, "cpu.shares", &shares.to_string())?;
+                writes.write(dir, "cpu.shares", &shares.to_string())?;
             }
             if let Some(period) = cpu.period() {
-                write(dir, "cpu.cfs_period_us", &period.to_string())?;
+                writes.write(dir, "cpu.cfs_period_us", &period.to_string())?;
             }
             if let Some(quota) = cpu.quota() {
-                write(dir, "cpu.cfs_quota_us", &quota.to_string())?;
+                writes.write(dir, "cpu.cfs_quota_us", &quota.to_string())?;
             }
             if let Some(runtime) = cpu.realtime_runtime() {
-                write(dir, "cpu.rt_runtime_us", &runtime.to_string())?;
+                writes.write(dir, "cpu.rt_runtime_us", &runtime.to_string())?;
             }
             if let Some(period) = cpu.realtime_period() {
-                write(dir, "cpu.rt_period_us", &period.to_string())?;
+                writes.write(dir, "cpu.rt_period_us", &period.to_string())?;
             }
             if let Some(idle) = cpu.idle() {
-                write(dir, "cpu.idle", &idle.to_string())?;
+                writes.write(dir, "cpu.idle", &idle.to_string())?;
             }
             if let Some(burst) = cpu.burst() {
-                write_if_present(dir, "cpu.cfs_burst_us", &burst.to_string())?;
+                writes.write_if_present(dir, "cpu.cfs_burst_us", &burst.to_string())?;
             }
         }
         if let Some(dir) = cgroup.dir_of("cpuset") {
             if let Some(cpus) = cpu.cpus().as_deref().filter(|c| !c.is_empty()) {
-                write(dir, "cpuset.cpus", cpus)?;
+                writes.write(dir, "cpuset.cpus", cpus)?;
             }
             if let Some(mems) = cpu.mems().as_deref().filter(|m| !m.is_empty()) {
-                write(dir, "cpuset.mems", mems)?;
+                writes.write(dir, "cpuset.mems", mems)?;
             }
         }
     }
     if let (Some(dir), Some(io)) = (cgroup.dir_of("blkio"), resources.block_io()) {
-        apply_blkio(dir, io)?;
+        apply_blkio(dir, io, writes)?;
     }
     if let Some(limits) = resources.hugepage_limits() {
         // On a hybrid host hugetlb lives in the unified hierarchy (written by v2::apply).
         if let Some(dir) = cgroup.dir_of("hugetlb") {
             for limit in limits {
-                write(dir, &format!("hugetlb.{}.limit_in_bytes", limit.page_size()), &limit.limit().to_string())?;
+                writes.write(dir, &format!("hugetlb.{}.limit_in_bytes", limit.page_size()), &limit.limit().to_string())?;
             }
         }
     }
     if let (Some(dir), Some(pids)) = (cgroup.dir_of("pids"), resources.pids()) {
         let limit = if pids.limit() > 0 { pids.limit().to_string() } else { "max".to_owned() };
-        write(dir, "pids.max", &limit)?;
+        writes.write(dir, "pids.max", &limit)?;
     }
     if let (Some(dir), Some(rules)) = (cgroup.dir_of("devices"), resources.devices()) {
-        apply_device_rules(dir, rules)?;
+        apply_device_rules(dir, rules, writes)?;
     }
     Ok(())
 }
 
 /// Block I/O weights and throttles. Kernels with the BFQ scheduler name the weight files `bfq.*`.
-fn apply_blkio(dir: &Path, io: &oci_spec::runtime::LinuxBlockIo) -> Result<()> {
+fn apply_blkio(dir: &Path, io: &oci_spec::runtime::LinuxBlockIo, writes: &mut Writes) -> Result<()> {
     let weight_file = |name: &str| if dir.join(format!("blkio.{name}")).exists() { format!("blkio.{name}") } else { format!("blkio.bfq.{name}") };
     if let Some(weight) = io.weight() {
-        write(dir, &weight_file("weight"), &weight.to_string())?;
+        writes.write(dir, &weight_file("weight"), &weight.to_string())?;
     }
     if let Some(leaf) = io.leaf_weight() {
-        write_if_present(dir, "blkio.leaf_weight", &leaf.to_string())?;
+        writes.write_if_present(dir, "blkio.leaf_weight", &leaf.to_string())?;
     }
     for device in io.weight_device().iter().flatten() {
         if let Some(weight) = device.weight() {
-            write(dir, &weight_file("weight_device"), &format!("{}:{} {weight}", device.major(), device.minor()))?;
+            writes.write(dir, &weight_file("weight_device"), &format!("{}:{} {weight}", device.major(), device.minor()))?;
         }
     }
     let throttles = [
@@ -148,21 +148,21 @@ fn apply_blkio(dir: &Path, io: &oci_spec::runtime::LinuxBlockIo) -> Result<()> {
     ];
     for (file, devices) in throttles {
         for device in devices.iter().flatten() {
-            write(dir, file, &format!("{}:{} {}", device.major(), device.minor(), device.rate()))?;
+            writes.write(dir, file, &format!("{}:{} {}", device.major(), device.minor(), device.rate()))?;
         }
     }
     Ok(())
 }
 
 /// Writes the spec's device rules in order, then the devices every container keeps.
-fn apply_device_rules(dir: &Path, rules: &[LinuxDeviceCgroup]) -> Result<()> {
+fn apply_device_rules(dir: &Path, rules: &[LinuxDeviceCgroup], writes: &mut Writes) -> Result<()> {
     for rule in rules {
         let file = if rule.allow() { "devices.allow" } else { "devices.deny" };
-        write(dir, file, &device_rule(rule))?;
+        writes.write(dir, file, &device_rule(rule))?;
     }
     for (typ, major, minor, access) in ALWAYS_ALLOWED_DEVICES {
         let number = |n: &Option<u32>| n.map_or("*".to_owned(), |n| n.to_string());
-        write(dir, "devices.allow", &format!("{typ} {}:{} {access}", number(major), number(minor)))?;
+        writes.write(dir, "devices.allow", &format!("{typ} {}:{} {access}", number(major), number(minor)))?;
     }
     Ok(())
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use oci_spec::runtime::LinuxResources;
 
-use super::write;
+use super::{write, Writes};
 use crate::error::{Error, Result};
 
 /// The controllers a v2 group offers its children (`cgroup.controllers`).
@@ -34,7 +34,8 @@ pub fn shares_to_weight(shares: u64) -> u64 {
     if shares == 0 {
         return 0;
     }
-    1 + (shares.saturating_sub(2) * 9999) / 262_142
+    // Shares outside the kernel's range are clamped into it (no overflow for any spec value).
+    1 + (shares.clamp(2, 262_144) - 2) * 9999 / 262_142
 }
 
 /// `blkio.weight` (10–1000) as `io.weight` (1–10000).
@@ -49,7 +50,7 @@ fn max_or(value: i64) -> String {
 /// Writes `resources` into the v2 group at `dir`. With `strict` (a pure v2 host) a resource whose
 /// controller this group lacks is an error naming the field; on a hybrid host such resources belong
 /// to v1 and are skipped here.
-pub fn apply(dir: &Path, controllers: &[String], resources: &LinuxResources, strict: bool) -> Result<()> {
+pub fn apply(dir: &Path, controllers: &[String], resources: &LinuxResources, strict: bool, writes: &mut Writes) -> Result<()> {
     let has = |c: &str| controllers.iter().any(|x| x == c);
     let need = |c: &str, field: &str| -> Result<bool> {
         match (has(c), strict) {
@@ -61,10 +62,10 @@ pub fn apply(dir: &Path, controllers: &[String], resources: &LinuxResources, str
     if let Some(memory) = resources.memory() {
         if (memory.limit().is_some() || memory.reservation().is_some() || memory.swap().is_some()) && need("memory", "memory")? {
             if let Some(limit) = memory.limit() {
-                write(dir, "memory.max", &max_or(limit))?;
+                writes.write(dir, "memory.max", &max_or(limit))?;
             }
             if let Some(reservation) = memory.reservation() {
-                write(dir, "memory.low", &max_or(reservation))?;
+                writes.write(dir, "memory.low", &max_or(reservation))?;
             }
             if let Some(swap) = memory.swap() {
                 // OCI's swap is memory+swap; v2 limits swap alone.
@@ -73,24 +74,24 @@ pub fn apply(dir: &Path, controllers: &[String], resources: &LinuxResources, str
                     (s, Some(limit)) if limit >= 0 => (s - limit).max(0),
                     (s, _) => s,
                 };
-                write(dir, "memory.swap.max", &max_or(swap_only))?;
+                writes.write(dir, "memory.swap.max", &max_or(swap_only))?;
             }
         }
     }
     if let Some(cpu) = resources.cpu() {
         if (cpu.shares().is_some() || cpu.quota().is_some() || cpu.period().is_some() || cpu.idle().is_some() || cpu.burst().is_some()) && need("cpu", "cpu")? {
             if let Some(shares) = cpu.shares() {
-                write(dir, "cpu.weight", &shares_to_weight(shares).to_string())?;
+                writes.write(dir, "cpu.weight", &shares_to_weight(shares).to_string())?;
             }
             if cpu.quota().is_some() || cpu.period().is_some() {
                 let quota = cpu.quota().filter(|q| *q > 0).map_or("max".to_owned(), |q| q.to_string());
-                write(dir, "cpu.max", &format!("{quota} {}", cpu.period().unwrap_or(100_000)))?;
+                writes.write(dir, "cpu.max", &format!("{quota} {}", cpu.period().unwrap_or(100_000)))?;
             }
             if let Some(idle) = cpu.idle() {
-                write(dir, "cpu.idle", &idle.to_string())?;
+                writes.write(dir, "cpu.idle", &idle.to_string())?;
             }
             if let Some(burst) = cpu.burst() {
-                write(dir, "cpu.max.burst", &burst.to_string())?;
+                writes.write(dir, "cpu.max.burst", &burst.to_string())?;
             }
         }
         if (cpu.realtime_runtime().is_some() || cpu.realtime_period().is_some()) && strict {
@@ -98,16 +99,16 @@ pub fn apply(dir: &Path, controllers: &[String], resources: &LinuxResources, str
         }
         if (cpu.cpus().as_deref().is_some_and(|c| !c.is_empty()) || cpu.mems().as_deref().is_some_and(|m| !m.is_empty())) && need("cpuset", "cpu.cpus")? {
             if let Some(cpus) = cpu.cpus().as_deref().filter(|c| !c.is_empty()) {
-                write(dir, "cpuset.cpus", cpus)?;
+                writes.write(dir, "cpuset.cpus", cpus)?;
             }
             if let Some(mems) = cpu.mems().as_deref().filter(|m| !m.is_empty()) {
-                write(dir, "cpuset.mems", mems)?;
+                writes.write(dir, "cpuset.mems", mems)?;
             }
         }
     }
     if let Some(pids) = resources.pids() {
         if need("pids", "pids")? {
-            write(dir, "pids.max", &if pids.limit() > 0 { pids.limit().to_string() } else { "max".to_owned() })?;
+            writes.write(dir, "pids.max", &if pids.limit() > 0 { pids.limit().to_string() } else { "max".to_owned() })?;
         }
     }
     if let Some(io) = resources.block_io() {
@@ -115,11 +116,11 @@ pub fn apply(dir: &Path, controllers: &[String], resources: &LinuxResources, str
             if let Some(weight) = io.weight() {
                 let file = if dir.join("io.bfq.weight").exists() { "io.bfq.weight" } else { "io.weight" };
                 let value = if file == "io.bfq.weight" { weight.to_string() } else { blkio_to_io_weight(weight).to_string() };
-                write(dir, file, &value)?;
+                writes.write(dir, file, &value)?;
             }
             for device in io.weight_device().iter().flatten() {
                 if let Some(weight) = device.weight() {
-                    write(dir, "io.weight", &format!("{}:{} {}", device.major(), device.minor(), blkio_to_io_weight(weight)))?;
+                    writes.write(dir, "io.weight", &format!("{}:{} {}", device.major(), device.minor(), blkio_to_io_weight(weight)))?;
                 }
             }
             let throttles = [
@@ -130,7 +131,7 @@ pub fn apply(dir: &Path, controllers: &[String], resources: &LinuxResources, str
             ];
             for (key, devices) in throttles {
                 for device in devices.iter().flatten() {
-                    write(dir, "io.max", &format!("{}:{} {key}={}", device.major(), device.minor(), device.rate()))?;
+                    writes.write(dir, "io.max", &format!("{}:{} {key}={}", device.major(), device.minor(), device.rate()))?;
                 }
             }
         }
@@ -138,7 +139,7 @@ pub fn apply(dir: &Path, controllers: &[String], resources: &LinuxResources, str
     if let Some(limits) = resources.hugepage_limits().as_ref().filter(|l| !l.is_empty()) {
         if need("hugetlb", "hugepageLimits")? {
             for limit in limits {
-                write(dir, &format!("hugetlb.{}.max", limit.page_size()), &max_or(limit.limit()))?;
+                writes.write(dir, &format!("hugetlb.{}.max", limit.page_size()), &max_or(limit.limit()))?;
             }
         }
     }
@@ -146,7 +147,7 @@ pub fn apply(dir: &Path, controllers: &[String], resources: &LinuxResources, str
         if key.contains('/') || key.starts_with('.') || !key.contains('.') {
             return Err(Error::spec(format!("linux.resources.unified.{key}"), "not a cgroup interface file"));
         }
-        write(dir, key, value).map_err(|e| Error::spec(format!("linux.resources.unified.{key}"), e.to_string()))?;
+        writes.write(dir, key, value).map_err(|e| Error::spec(format!("linux.resources.unified.{key}"), e.to_string()))?;
     }
     if strict {
         if let Some(rules) = resources.devices() {
@@ -237,7 +238,7 @@ mod tests {
                 "hugepageLimits":[{"pageSize":"2MB","limit":4194304}],
                 "unified":{"memory.high":"90000000"}}"#,
         );
-        apply(&dir, &all(), &r, true).unwrap();
+        apply(&dir, &all(), &r, true, &mut Writes::fresh()).unwrap();
         let read = |f: &str| fs::read_to_string(dir.join(f)).unwrap();
         assert_eq!(read("memory.max"), "104857600");
         assert_eq!(read("memory.low"), "52428800");
@@ -256,13 +257,13 @@ mod tests {
     #[test]
     fn missing_controllers_and_bad_unified_keys_name_the_field() {
         let dir = fake_cgroup(&[]);
-        let err = apply(&dir, &["cpu".into()], &resources(r#"{"pids":{"limit":5}}"#), true).unwrap_err().to_string();
+        let err = apply(&dir, &["cpu".into()], &resources(r#"{"pids":{"limit":5}}"#), true, &mut Writes::fresh()).unwrap_err().to_string();
         assert!(err.contains("linux.resources.pids") && err.contains("pids controller"), "{err}");
         // On a hybrid host the same is simply not v2's business.
-        apply(&dir, &["hugetlb".into()], &resources(r#"{"pids":{"limit":5}}"#), false).unwrap();
-        let err = apply(&dir, &all(), &resources(r#"{"unified":{"../escape":"1"}}"#), true).unwrap_err().to_string();
+        apply(&dir, &["hugetlb".into()], &resources(r#"{"pids":{"limit":5}}"#), false, &mut Writes::fresh()).unwrap();
+        let err = apply(&dir, &all(), &resources(r#"{"unified":{"../escape":"1"}}"#), true, &mut Writes::fresh()).unwrap_err().to_string();
         assert!(err.contains("linux.resources.unified.../escape"), "{err}");
-        let err = apply(&dir, &all(), &resources(r#"{"cpu":{"realtimeRuntime":1000}}"#), true).unwrap_err().to_string();
+        let err = apply(&dir, &all(), &resources(r#"{"cpu":{"realtimeRuntime":1000}}"#), true, &mut Writes::fresh()).unwrap_err().to_string();
         assert!(err.contains("realtimeRuntime"), "{err}");
         fs::remove_dir_all(&dir).unwrap();
     }
@@ -270,7 +271,7 @@ mod tests {
     #[test]
     fn limits_without_a_value_are_max() {
         let dir = fake_cgroup(&[]);
-        apply(&dir, &all(), &resources(r#"{"memory":{"limit":-1},"cpu":{"quota":-1,"period":50000},"pids":{"limit":0}}"#), true).unwrap();
+        apply(&dir, &all(), &resources(r#"{"memory":{"limit":-1},"cpu":{"quota":-1,"period":50000},"pids":{"limit":0}}"#), true, &mut Writes::fresh()).unwrap();
         assert_eq!(fs::read_to_string(dir.join("memory.max")).unwrap(), "max");
         assert_eq!(fs::read_to_string(dir.join("cpu.max")).unwrap(), "max 50000");
         assert_eq!(fs::read_to_string(dir.join("pids.max")).unwrap(), "max");
@@ -292,6 +293,7 @@ mod tests {
         assert_eq!(shares_to_weight(2), 1);
         assert_eq!(shares_to_weight(262_144), 10_000);
         assert_eq!(shares_to_weight(1024), 39);
+        assert_eq!(shares_to_weight(u64::MAX), 10_000);
         assert_eq!(blkio_to_io_weight(10), 1);
         assert_eq!(blkio_to_io_weight(1000), 10_000);
     }

@@ -1,7 +1,7 @@
 //! The control channel between the runtime and a helper process: a unix stream socket pair carrying
 //! length-prefixed JSON messages (and, where needed, descriptors as `SCM_RIGHTS`).
 
-use std::io::{self, IoSlice, IoSliceMut, Read, Write};
+use std::io::{self, IoSlice, IoSliceMut, Read};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
@@ -30,6 +30,8 @@ pub(crate) enum Report {
     /// The init's mounts are made and it waits, before pivot_root, for the runtime's createRuntime
     /// hooks; [`Directive::Continue`] brings the state its own hooks get.
     HookPoint,
+    /// Something runc would only warn about (the runtime logs it); setup goes on.
+    Warning(String),
     /// Setup or exec failed; the text says why.
     Failed(String),
 }
@@ -75,7 +77,18 @@ impl Channel {
             let cmsg = [ControlMessage::ScmRights(fds)];
             sent = sendmsg::<()>(self.socket.as_raw_fd(), &[IoSlice::new(&frame)], &cmsg, MsgFlags::empty(), None)?;
         }
-        self.socket.write_all(&frame[sent..])
+        // write(2), not send(2) (what the standard library uses for sockets): the init reports ready
+        // after its seccomp filter is loaded, and a profile that lets a program write need not allow
+        // sendto.
+        let mut rest = &frame[sent..];
+        while !rest.is_empty() {
+            match nix::unistd::write(&self.socket, rest) {
+                Ok(n) => rest = &rest[n..],
+                Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
     }
 
     /// Receives one message; `Ok(None)` when the other end closed the channel. Descriptors that came

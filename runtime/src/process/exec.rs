@@ -10,7 +10,8 @@ use oci_spec::runtime::Process;
 use serde::{Deserialize, Serialize};
 
 use super::channel::Channel;
-use super::launch::{attach_terminal, exec_program, find_program, Never};
+use super::channel::Report;
+use super::launch::{attach_terminal, become_process, exec_program, Never};
 use super::security::Confinement;
 use super::fork_into_pid_namespace;
 use crate::error::{Context, Error, Result};
@@ -47,8 +48,12 @@ pub(crate) fn run(channel: &mut Channel) -> Result<Never> {
     if process.terminal() == Some(true) {
         attach_terminal(channel, process, false)?;
     }
-    let program = find_program(process)?;
-    exec_program(process, &program, &Confinement { seccomp: plan.seccomp.as_ref() })
+    let mut warnings = Vec::new();
+    let program = become_process(process, &Confinement { seccomp: plan.seccomp.as_ref() }, &mut |w| warnings.push(w))?;
+    for warning in warnings {
+        channel.send(&Report::Warning(warning)).context(|| "report a warning".into())?;
+    }
+    exec_program(process, &program)
 }
 
 /// The namespaces an exec joins, in the order it joins them: the user namespace first (it owns the

@@ -20,10 +20,11 @@ use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use serde::{Deserialize, Serialize};
 
 use super::channel::{Channel, Directive, Report};
-use super::launch::{attach_terminal, exec_program, find_program, Never};
+use super::launch::{attach_terminal, become_process, exec_program, Never};
 use super::security::Confinement;
 use super::{clone_flag, fork_into_pid_namespace};
 use crate::cgroups::Cgroup;
+use crate::hooks::DirectWaiter;
 use crate::error::{Context, Error, Result};
 
 /// Everything the init needs, sent by the runtime as the first control message.
@@ -38,6 +39,8 @@ pub(crate) struct InitPlan {
     /// The runtime created this process in the spec's new mount, UTS, IPC, pid and network namespaces
     /// (see `clone_time_namespaces`): it is already the container's pid 1 there.
     pub created_at_clone: bool,
+    /// The runtime's environment, for createContainer hooks without an `env` of their own.
+    pub runtime_env: Vec<String>,
 }
 
 fn hooks_of(spec: &Spec) -> Option<&oci_spec::runtime::Hooks> {
@@ -72,7 +75,8 @@ pub(crate) fn run(channel: &mut Channel) -> Result<Never> {
         channel.send(&Report::HookPoint).context(|| "report the hook point".into())?;
         hook_state = await_continue(channel, "the createRuntime hooks")?;
         let state = hook_state.as_deref().unwrap_or("{}");
-        crate::hooks::run_in_init(hooks.create_container().as_deref().unwrap_or(&[]), "createContainer", &state_with_status(state, "creating"))
+        let list = hooks.create_container().as_deref().unwrap_or(&[]);
+        crate::hooks::run(list, "createContainer", &state_with_status(state, "creating"), &plan.runtime_env, &DirectWaiter)
     };
     crate::rootfs::prepare(spec, &plan.rootfs, plan.cgroup.as_ref(), &mut before_pivot)?;
     if let Some(hostname) = spec.hostname().as_deref().filter(|h| !h.is_empty()) {
@@ -84,14 +88,22 @@ pub(crate) fn run(channel: &mut Channel) -> Result<Never> {
     if process.terminal() == Some(true) {
         attach_terminal(channel, process, true)?;
     }
-    let program = find_program(process)?;
+    // Everything up to the program is done before create returns, so that create is what fails.
+    let mut warnings = Vec::new();
+    let program = become_process(process, &Confinement::of(spec), &mut |w| warnings.push(w))?;
+    for warning in warnings {
+        channel.send(&Report::Warning(warning)).context(|| "report a warning".into())?;
+    }
 
     channel.send(&Report::Ready).context(|| "report ready".into())?;
-    wait_for_start(&exec_fifo)?;
+    wait_for_start(exec_fifo)?;
+    // startContainer hooks run as the process will: its user, capabilities and seccomp filter.
     if let (Some(hooks), Some(state)) = (hooks_of(spec), &hook_state) {
-        crate::hooks::run_in_init(hooks.start_container().as_deref().unwrap_or(&[]), "startContainer", &state_with_status(state, "created"))?;
+        let list = hooks.start_container().as_deref().unwrap_or(&[]);
+        let env = process.env().clone().unwrap_or_default();
+        crate::hooks::run(list, "startContainer", &state_with_status(state, "created"), &env, &DirectWaiter)?;
     }
-    exec_program(process, &program, &Confinement::of(spec))
+    exec_program(process, &program)
 }
 
 /// Waits for the runtime's go-ahead after `what`; returns the hook state it carries.
@@ -175,9 +187,11 @@ fn set_domainname(name: &str) -> Result<()> {
 }
 
 /// Blocks until the runtime's start opens the exec fifo for reading, then tells it we are going.
-fn wait_for_start(exec_fifo: &OwnedFd) -> Result<()> {
+fn wait_for_start(exec_fifo: OwnedFd) -> Result<()> {
     let path = format!("/proc/self/fd/{}", exec_fifo.as_raw_fd());
     let fifo = open(path.as_str(), OFlag::O_WRONLY | OFlag::O_CLOEXEC, Mode::empty())
         .context(|| "open the exec fifo (is /proc mounted in the container?)".into())?;
+    // The program must not inherit a way back to the host's state directory.
+    drop(exec_fifo);
     File::from(fifo).write_all(b"0").context(|| "write to the exec fifo".into())
 }

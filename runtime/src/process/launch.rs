@@ -6,7 +6,7 @@ use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::{open, OFlag};
+use nix::fcntl::{open, openat, OFlag};
 use nix::sys::stat::{umask, Mode};
 use oci_spec::runtime::Process;
 
@@ -81,30 +81,51 @@ pub(crate) fn attach_terminal(channel: &mut Channel, process: &Process, bind_con
     Ok(())
 }
 
-/// `/dev/console` in the container is the container's own terminal, never the host's.
+/// `/dev/console` in the container is the container's own terminal, never the host's. The file it is
+/// mounted on is looked up inside the container and must be a file or a device node, never a symlink
+/// an image placed there (CVE-2025-52565: the terminal would land on whatever it points to).
 fn bind_dev_console(slave: &OwnedFd) -> Result<()> {
-    let console = Path::new("/dev/console");
-    if !console.exists() {
-        std::fs::File::create(console).context(|| "create /dev/console".into())?;
+    use crate::rootfs::resolve::{ensure, Create};
+    let what = || "bind the terminal on /dev/console".to_owned();
+    let root = open(Path::new("/"), OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()).context(|| "open the container's root".into())?;
+    let dev = ensure(&root, Path::new("/dev"), Create::Directory)?;
+    let console = match openat(dev.as_fd(), "console", OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty()) {
+        Err(nix::errno::Errno::ENOENT) => {
+            drop(openat(dev.as_fd(), "console", OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::from_bits_truncate(0o600)).context(what)?);
+            openat(dev.as_fd(), "console", OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty()).context(what)?
+        }
+        other => other.context(what)?,
+    };
+    let kind = nix::sys::stat::fstat(console.as_fd()).context(what)?.st_mode & libc::S_IFMT;
+    if kind != libc::S_IFREG && kind != libc::S_IFCHR {
+        return Err(Error::io(what(), std::io::Error::other("/dev/console in the container is not a file or a device (a symlink?)")));
     }
-    let source = format!("/proc/self/fd/{}", slave.as_raw_fd());
-    nix::mount::mount(Some(source.as_str()), console, None::<&str>, nix::mount::MsFlags::MS_BIND, None::<&str>)
-        .context(|| "bind the terminal on /dev/console".into())
+    crate::mount_api::bind(slave.as_fd(), console.as_fd()).context(what)
 }
 
-/// Applies the process's identity and environment and replaces this process with the program.
-pub(crate) fn exec_program(process: &Process, program: &Path, confinement: &Confinement<'_>) -> Result<Never> {
-    let args = process.args().clone().unwrap_or_default();
-    let env = process.env().clone().unwrap_or_default();
+/// Takes on everything of the process but its program, in runc's order: umask, working directory,
+/// rlimits, scheduling, labels, capabilities, user and groups, no_new_privs; then finds the program
+/// (as the process's user, from its working directory); then a seccomp filter that needs
+/// no_new_privs, as late as possible. Only `execve` is left after this (for the init, after the wait
+/// for start). `warn` hears what runc would only warn about.
+pub(crate) fn become_process(process: &Process, confinement: &Confinement<'_>, warn: &mut dyn FnMut(String)) -> Result<PathBuf> {
     umask(Mode::from_bits_truncate(process.user().umask().unwrap_or(0o022)));
     let cwd = process.cwd();
     std::env::set_current_dir(cwd).context(|| format!("process.cwd: chdir to {}", cwd.display()))?;
-    reset_signals();
-    security::apply(process, confinement)?;
+    let late_filter = security::apply(process, confinement, warn)?;
+    let program = find_program(process)?;
+    late_filter.load()?;
+    Ok(program)
+}
 
+/// Replaces this process with the program, with the process's arguments and environment.
+pub(crate) fn exec_program(process: &Process, program: &Path) -> Result<Never> {
+    let args = process.args().clone().unwrap_or_default();
+    let env = process.env().clone().unwrap_or_default();
     let c_program = CString::new(program.as_os_str().as_bytes()).map_err(|_| Error::spec("process.args[0]", "contains NUL"))?;
     let c_args = to_cstrings(&args, "process.args")?;
     let c_env = to_cstrings(&env, "process.env")?;
+    reset_signals();
     let err = nix::unistd::execve(&c_program, &c_args, &c_env).unwrap_err();
     Err(Error::Init(format!("exec: {:?}: {}", args[0], err.desc().to_lowercase())))
 }

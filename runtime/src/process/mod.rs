@@ -109,7 +109,8 @@ fn join_cgroup(channel: &mut Channel) -> Result<()> {
 }
 
 /// Forks so that the child runs in the pid namespace this process entered (setns and unshare of a
-/// pid namespace only affect children). The parent reports the child's host pid and exits; the child
+/// pid namespace only affect children). The parent reports the child's host pid, waits until the
+/// runtime has taken note of it (its start time, while it certainly runs), and exits; the child
 /// returns once the parent is gone, so the two never write to the channel at the same time.
 pub(crate) fn fork_into_pid_namespace(channel: &mut Channel) -> Result<()> {
     let (parent_gone, parent_alive) = nix::unistd::pipe().context(|| "create a pipe".into())?;
@@ -124,6 +125,7 @@ pub(crate) fn fork_into_pid_namespace(channel: &mut Channel) -> Result<()> {
         }
         ForkResult::Parent { child } => {
             let _ = channel.send(&Report::Pid(child.as_raw() as u32));
+            let _ = channel.receive::<Directive>(None);
             std::process::exit(0);
         }
     }

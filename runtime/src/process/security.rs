@@ -20,8 +20,18 @@ impl<'a> Confinement<'a> {
     }
 }
 
-/// Applies the process's limits and identity. After this, only `execve` is left.
-pub(crate) fn apply(process: &Process, confinement: &Confinement<'_>) -> Result<()> {
+/// A seccomp filter to load last (it needs no_new_privs, which is already set).
+pub(crate) struct LateFilter(Option<libseccomp::ScmpFilterContext>);
+
+impl LateFilter {
+    pub(crate) fn load(self) -> Result<()> {
+        self.0.as_ref().map(crate::seccomp::load).transpose().map(drop)
+    }
+}
+
+/// Applies the process's limits and identity, in runc's order. A seccomp filter is loaded here when
+/// it needs privilege (no no_new_privs); otherwise it is returned, to be loaded as late as possible.
+pub(crate) fn apply(process: &Process, confinement: &Confinement<'_>, warn: &mut dyn FnMut(String)) -> Result<LateFilter> {
     for limit in process.rlimits().iter().flatten() {
         set_rlimit(limit.typ(), limit.soft(), limit.hard())?;
     }
@@ -62,15 +72,13 @@ pub(crate) fn apply(process: &Process, confinement: &Confinement<'_>) -> Result<
         .context(|| format!("process.user.uid: set uid {}", user.uid()))?;
     nix::sys::prctl::set_keepcaps(false).context(|| "prctl(PR_SET_KEEPCAPS)".into())?;
     set_capabilities(effective, permitted, inheritable)?;
-    set_ambient(ambient)?;
+    set_ambient(ambient, warn);
 
     if no_new_privileges {
         nix::sys::prctl::set_no_new_privs().context(|| "process.noNewPrivileges: prctl(PR_SET_NO_NEW_PRIVS)".into())?;
-        if let Some(filter) = &seccomp {
-            crate::seccomp::load(filter)?;
-        }
+        return Ok(LateFilter(seccomp));
     }
-    Ok(())
+    Ok(LateFilter(None))
 }
 
 /// Linux's capability numbers, by the name the spec uses.
@@ -85,7 +93,8 @@ const CAPABILITIES: &[&str] = &[
 
 /// The highest capability this kernel knows.
 fn last_capability() -> u32 {
-    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(40)
+    // Capability sets are 64 bits wide.
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap").ok().and_then(|s| s.trim().parse().ok()).unwrap_or(40).min(63)
 }
 
 /// A capability set as a bit mask. Capabilities the kernel does not know are left out (runc warns
@@ -145,17 +154,19 @@ fn set_capabilities(effective: u64, permitted: u64, inheritable: u64) -> Result<
     Ok(())
 }
 
-fn set_ambient(ambient: u64) -> Result<()> {
+/// Raises the ambient capabilities. One the kernel will not raise (not in the permitted and
+/// inheritable sets, as in a bundle made by `runc spec`) is skipped with a warning, as runc does.
+fn set_ambient(ambient: u64, warn: &mut dyn FnMut(String)) {
     for cap in 0..=last_capability() {
         if ambient & (1 << cap) != 0 {
             // SAFETY: PR_CAP_AMBIENT_RAISE takes a capability number and changes only this process.
             let rc = unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong, cap as libc::c_ulong, 0, 0) };
             if rc < 0 {
-                return Err(Error::io(format!("process.capabilities.ambient: raise capability {cap}"), std::io::Error::last_os_error()));
+                let name = CAPABILITIES.get(cap as usize).copied().unwrap_or("?");
+                warn(format!("process.capabilities.ambient: cannot raise CAP_{name} ({}): skipped", crate::error::lower(&std::io::Error::last_os_error())));
             }
         }
     }
-    Ok(())
 }
 
 fn rlimit_resource(typ: PosixRlimitType) -> libc::__rlimit_resource_t {
@@ -281,15 +292,24 @@ pub(crate) fn check_labels(process: &Process) -> Result<()> {
     Ok(())
 }
 
-/// Asks the LSMs to put the program under its labels at exec.
+/// Asks the LSMs to put the program under its labels at exec, through the container's procfs,
+/// verified first: a fake or covered `/proc` must not make a label vanish (CVE-2019-16884).
 fn apply_labels(process: &Process) -> Result<()> {
     check_labels(process)?;
-    if let Some(profile) = process.apparmor_profile().as_deref().filter(|p| !p.is_empty()) {
-        let attr = if std::path::Path::new("/proc/self/attr/apparmor/exec").exists() { "/proc/self/attr/apparmor/exec" } else { "/proc/self/attr/exec" };
-        std::fs::write(attr, format!("exec {profile}")).context(|| format!("process.apparmorProfile: apply {profile}"))?;
+    let apparmor = process.apparmor_profile().as_deref().filter(|p| !p.is_empty());
+    let selinux = process.selinux_label().as_deref().filter(|l| !l.is_empty());
+    if apparmor.is_none() && selinux.is_none() {
+        return Ok(());
     }
-    if let Some(label) = process.selinux_label().as_deref().filter(|l| !l.is_empty()) {
-        std::fs::write("/proc/self/attr/exec", label).context(|| format!("process.selinuxLabel: apply {label}"))?;
+    let procfs = crate::rootfs::procfs::Procfs::open(std::path::Path::new("/proc"))?;
+    let attr = procfs.own_dir()?.join("attr");
+    if let Some(profile) = apparmor {
+        let file = if procfs.open_file(&attr.join("apparmor/exec"), nix::fcntl::OFlag::O_PATH).is_ok() { attr.join("apparmor/exec") } else { attr.join("exec") };
+        procfs.write(&file, &format!("exec {profile}")).map_err(|e| e.prefixed("process.apparmorProfile"))?;
+    }
+    if let Some(label) = selinux {
+        procfs.write(&attr.join("exec"), label).map_err(|e| e.prefixed("process.selinuxLabel"))?;
     }
     Ok(())
 }
+

@@ -37,7 +37,8 @@ pub(crate) fn spawn_helper(
 ) -> io::Result<(u32, bool)> {
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     let placed = [(stdio[0], 0), (stdio[1], 1), (stdio[2], 2), (control, CONTROL_FD)];
-    let program = || Program::Descriptor(exe.raw_fd());
+    let fd = exe.raw_fd()?;
+    let program = || Program::Descriptor(fd);
     if let Some(cgroup) = cgroup {
         match start(program(), &args, &[], &placed, Birthplace { namespaces, cgroup: Some(cgroup.as_raw_fd()), helper: true }) {
             Ok(pid) => return Ok((pid, true)),
@@ -128,9 +129,9 @@ struct ChildPlan {
     envp: *const *const libc::c_char,
     moves: *const (RawFd, RawFd),
     moves_len: usize,
-    /// The signal mask the child restores before exec (the parent's, before it blocked everything);
-    /// null for the helper, which is exec'd with everything blocked.
-    mask: *const libc::sigset_t,
+    /// The signal mask the child restores before exec (the parent's, before it blocked everything),
+    /// as the kernel's 64-bit set; null for the helper, which is exec'd with everything blocked.
+    mask: *const u64,
     /// Set by the child when it cannot exec: the errno.
     failure: i32,
 }
@@ -161,7 +162,7 @@ unsafe extern "C" fn child_main(plan: *mut ChildPlan) -> ! {
                     libc::syscall(libc::SYS_rt_sigaction, signal, &default as *const KernelSigaction, std::ptr::null::<KernelSigaction>(), 8);
                 }
             }
-            libc::syscall(libc::SYS_rt_sigprocmask, libc::SIG_SETMASK, plan.mask, std::ptr::null::<libc::sigset_t>(), 8);
+            libc::syscall(libc::SYS_rt_sigprocmask, libc::SIG_SETMASK, plan.mask, std::ptr::null::<u64>(), 8);
         }
         let moves = std::slice::from_raw_parts(plan.moves, plan.moves_len);
         for &(from, to) in moves {
@@ -184,25 +185,77 @@ unsafe extern "C" fn child_main(plan: *mut ChildPlan) -> ! {
 
 /// Stack of the child until its exec (it only makes system calls).
 const CHILD_STACK_BYTES: usize = 64 << 10;
+const PAGE: usize = 4096;
+
+/// The child's stack, with a page below it that faults on access: an overflow stops the child instead
+/// of writing into the caller's memory.
+struct ChildStack {
+    base: *mut libc::c_void,
+}
+
+impl ChildStack {
+    fn new() -> io::Result<ChildStack> {
+        // SAFETY: an anonymous private mapping of our own; nothing else refers to it.
+        let base = unsafe {
+            libc::mmap(std::ptr::null_mut(), PAGE + CHILD_STACK_BYTES, libc::PROT_READ | libc::PROT_WRITE, libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_STACK, -1, 0)
+        };
+        if base == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let stack = ChildStack { base };
+        // SAFETY: the first page of the mapping just made.
+        if unsafe { libc::mprotect(base, PAGE, libc::PROT_NONE) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(stack)
+    }
+
+    /// The lowest usable address (above the guard page).
+    fn bottom(&self) -> u64 {
+        self.base as u64 + PAGE as u64
+    }
+
+    /// The initial stack pointer: the top, 16-byte aligned.
+    fn top(&self) -> u64 {
+        self.bottom() + CHILD_STACK_BYTES as u64
+    }
+}
+
+impl Drop for ChildStack {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping `new` made; the child that used it has exec'd or exited.
+        unsafe { libc::munmap(self.base, PAGE + CHILD_STACK_BYTES) };
+    }
+}
+
+/// Every signal, glibc's internal 32 and 33 included (which `pthread_sigmask` refuses to block).
+const ALL_SIGNALS: u64 = u64::MAX;
+
+/// Sets this thread's signal mask with the raw system call; returns the previous one.
+fn set_signal_mask(mask: u64) -> u64 {
+    let mut previous: u64 = 0;
+    // SAFETY: rt_sigprocmask reads and writes 8-byte kernel signal sets on our stack.
+    unsafe { libc::syscall(libc::SYS_rt_sigprocmask, libc::SIG_SETMASK, &mask as *const u64, &mut previous as *mut u64, 8) };
+    previous
+}
 
 /// Clones the child `posix_spawn`-style: sharing this process's memory (`CLONE_VM`) on a stack of its
 /// own, with this thread waiting until it execs (`CLONE_VFORK`). No page tables are copied and no page
 /// of the (large, multi-threaded) caller becomes copy-on-write, which a plain fork costs twice: at
 /// the clone and at every later write.
+///
+/// Why running on that stack is safe: the child only makes raw system calls (a few hundred bytes of
+/// stack), no signal handler can run on it (every signal is blocked with the raw `rt_sigprocmask`
+/// before the clone, until the child has reset every handler to the default), and the guard page
+/// below it turns any overflow into a fault of the child alone.
 fn clone_and_exec(program: Program, argv: &[*const libc::c_char], envp: &[*const libc::c_char], moves: &[(RawFd, RawFd)], birthplace: Birthplace) -> io::Result<u32> {
     let (path, fd) = match program {
         Program::Path(path) => (path.as_ptr(), -1),
         Program::Descriptor(fd) => (std::ptr::null(), fd),
     };
-    let mut stack = vec![0u128; CHILD_STACK_BYTES / 16];
-    // SAFETY: sigset_t is plain data; sigfillset and pthread_sigmask fill what we pass.
-    let (mut all, mut previous): (libc::sigset_t, libc::sigset_t) = unsafe { (std::mem::zeroed(), std::mem::zeroed()) };
-    // SAFETY: as above.
-    unsafe {
-        libc::sigfillset(&mut all);
-        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut previous);
-    }
-    let mask: *const libc::sigset_t = if birthplace.helper { std::ptr::null() } else { &previous };
+    let stack = ChildStack::new()?;
+    let previous = set_signal_mask(ALL_SIGNALS);
+    let mask: *const u64 = if birthplace.helper { std::ptr::null() } else { &previous };
     let mut plan = ChildPlan { path, fd, argv: argv.as_ptr(), envp: envp.as_ptr(), moves: moves.as_ptr(), moves_len: moves.len(), mask, failure: 0 };
     let mut flags = birthplace.namespaces.bits() as u64 | libc::CLONE_VM as u64 | libc::CLONE_VFORK as u64;
     if birthplace.cgroup.is_some() {
@@ -211,18 +264,37 @@ fn clone_and_exec(program: Program, argv: &[*const libc::c_char], envp: &[*const
     let args = CloneArgs {
         flags,
         exit_signal: libc::SIGCHLD as u64,
-        stack: stack.as_mut_ptr() as u64,
+        stack: stack.bottom(),
         stack_size: CHILD_STACK_BYTES as u64,
         cgroup: birthplace.cgroup.unwrap_or(0) as u64,
         ..CloneArgs::default()
     };
+    let mut result = clone3(&args, &mut plan);
+    // clone3 unknown to the kernel, or refused by a seccomp filter (Docker's profile answers ENOSYS,
+    // and hooks may run under the container's filter): clone does the same without a cgroup.
+    if result == -(libc::ENOSYS as i64) && birthplace.cgroup.is_none() {
+        result = clone(flags | libc::SIGCHLD as u64, stack.top(), &mut plan);
+    }
+    set_signal_mask(previous);
+    drop(stack);
+    if result < 0 {
+        return Err(io::Error::from_raw_os_error(-result as i32));
+    }
+    if plan.failure != 0 {
+        // The child is gone (it exited); its exit reaches the caller's reaper like any other.
+        return Err(io::Error::from_raw_os_error(plan.failure));
+    }
+    Ok(result as u32)
+}
+
+/// `clone3` with `args`; the child calls [`child_main`] with `plan`. Returns the child's pid or -errno.
+fn clone3(args: &CloneArgs, plan: &mut ChildPlan) -> i64 {
     let result: i64;
-    // SAFETY: clone3 with CLONE_VM and CLONE_VFORK and a stack: the child starts on `stack` (its top,
-    // 16-byte aligned) with the registers of this thread, finds the plan and its entry point in r12
-    // and r13 (preserved by `syscall`), and calls `child_main`, which never returns; this thread
-    // resumes only once the child has exec'd or exited, so `plan`, `stack` and everything the plan
-    // points to outlive the child's use of them. All signals are blocked around the clone so that
-    // no handler of this process runs in the child.
+    // SAFETY: clone3 with CLONE_VM and CLONE_VFORK and a stack: the child starts at the stack's top
+    // with the registers of this thread, finds the plan and its entry point in r12 and r13 (preserved
+    // by `syscall`), and calls `child_main`, which never returns; this thread resumes only once the
+    // child has exec'd or exited, so `plan`, the stack and everything the plan points to outlive the
+    // child's use of them.
     unsafe {
         std::arch::asm!(
             "syscall",
@@ -233,23 +305,70 @@ fn clone_and_exec(program: Program, argv: &[*const libc::c_char], envp: &[*const
             "ud2",
             "2:",
             inlateout("rax") libc::SYS_clone3 => result,
-            in("rdi") &args as *const CloneArgs,
+            in("rdi") args as *const CloneArgs,
             in("rsi") std::mem::size_of::<CloneArgs>(),
-            in("r12") &mut plan as *mut ChildPlan,
+            in("r12") plan as *mut ChildPlan,
             in("r13") child_main as *const () as usize,
             lateout("rcx") _,
             lateout("r11") _,
             options(nostack),
         );
-        libc::pthread_sigmask(libc::SIG_SETMASK, &previous, std::ptr::null_mut());
     }
-    drop(stack);
-    if result < 0 {
-        return Err(io::Error::from_raw_os_error(-result as i32));
+    result
+}
+
+/// The same with the older `clone`, whose child starts with its stack pointer at `stack_top`.
+fn clone(flags: u64, stack_top: u64, plan: &mut ChildPlan) -> i64 {
+    let result: i64;
+    // SAFETY: as for `clone3`: clone(flags, stack, parent_tid = 0, child_tid = 0, tls = 0).
+    unsafe {
+        std::arch::asm!(
+            "syscall",
+            "test rax, rax",
+            "jnz 2f",
+            "mov rdi, r12",
+            "call r13",
+            "ud2",
+            "2:",
+            inlateout("rax") libc::SYS_clone => result,
+            in("rdi") flags,
+            in("rsi") stack_top,
+            in("rdx") 0u64,
+            in("r10") 0u64,
+            in("r8") 0u64,
+            in("r12") plan as *mut ChildPlan,
+            in("r13") child_main as *const () as usize,
+            lateout("rcx") _,
+            lateout("r11") _,
+            options(nostack),
+        );
     }
-    if plan.failure != 0 {
-        // The child is gone (it exited); its exit reaches the caller's reaper like any other.
-        return Err(io::Error::from_raw_os_error(plan.failure));
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+
+    /// Until the child execs, every signal is blocked with the raw system call, glibc's internal 32
+    /// and 33 included: no handler of the caller can run on the child's stack in the caller's memory.
+    /// (A helper is exec'd with that mask and lifts it itself, so it shows in its status.)
+    #[test]
+    fn the_child_blocks_every_signal_until_it_execs() {
+        let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).unwrap();
+        let null = OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
+        let program = CString::new("/bin/grep").unwrap();
+        let args: Vec<String> = ["grep", "SigBlk", "/proc/self/status"].iter().map(|a| a.to_string()).collect();
+        let placed = [(&null, 0), (&write_end, 1), (&null, 2)];
+        let birthplace = Birthplace { namespaces: CloneFlags::empty(), cgroup: None, helper: true };
+        let pid = start(Program::Path(&program), &args, &[], &placed, birthplace).unwrap();
+        drop(write_end);
+        let mut text = String::new();
+        std::fs::File::from(read_end).read_to_string(&mut text).unwrap();
+        nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None).unwrap();
+        let blocked = u64::from_str_radix(text.trim().trim_start_matches("SigBlk:").trim(), 16).unwrap();
+        let glibc_internal = (1u64 << (32 - 1)) | (1u64 << (33 - 1));
+        assert_eq!(blocked & glibc_internal, glibc_internal, "{text}");
     }
-    Ok(result as u32)
 }

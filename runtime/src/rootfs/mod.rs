@@ -3,14 +3,13 @@
 //! root detached, then masked and read-only paths.
 
 mod devices;
+pub(crate) mod procfs;
 pub(crate) mod resolve;
 
-use std::fs;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
-use nix::errno::Errno;
-use nix::fcntl::{open, OFlag};
+use nix::fcntl::{open, openat2, OFlag, OpenHow, ResolveFlag};
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sys::stat::Mode;
 use nix::unistd::{chdir, fchdir, pivot_root};
@@ -18,8 +17,10 @@ use oci_spec::runtime::{Mount, Spec};
 
 use crate::cgroups::Cgroup;
 use crate::error::{Context, Error, Result};
-use crate::mounts::{mount_with_options, MountOptions, MountTarget};
-use resolve::{ensure, fd_path, same_file, Create};
+use crate::mount_api;
+use crate::mounts::{mount_with_options, set_read_only, MountOptions, MountTarget};
+use procfs::Procfs;
+use resolve::{ensure, fd_path, open_if_present, same_file, Create};
 
 /// Builds the container's filesystem and pivots into it. Runs in the container's init, in its own
 /// mount namespace.
@@ -43,10 +44,7 @@ pub(crate) fn prepare(spec: &Spec, rootfs: &Path, cgroup: Option<&Cgroup>, befor
         .context(|| format!("open rootfs {}", rootfs.display()))?;
     let mut dev_is_ours = false;
     for (i, m) in spec.mounts().iter().flatten().enumerate() {
-        mount_in_root(&root, m, cgroup).map_err(|e| match e {
-            Error::Io { context, source } => Error::Io { context: format!("mounts[{i}]: {context}"), source },
-            other => other,
-        })?;
+        mount_in_root(&root, m, cgroup).map_err(|e| e.prefixed(&format!("mounts[{i}]")))?;
         if m.destination() == Path::new("/dev") && m.typ().as_deref() == Some("tmpfs") {
             dev_is_ours = true;
         }
@@ -58,6 +56,7 @@ pub(crate) fn prepare(spec: &Spec, rootfs: &Path, cgroup: Option<&Cgroup>, befor
 
     before_pivot()?;
     enter_root(&root, rootfs)?;
+    drop(root);
     // The new root starts private (pivot_root needs that); give it the propagation the spec asks for.
     if let Some(name) = linux.and_then(|l| l.rootfs_propagation().as_deref()).filter(|p| !p.is_empty()) {
         let recursive = if name.starts_with('r') { MsFlags::MS_REC } else { MsFlags::empty() };
@@ -65,20 +64,24 @@ pub(crate) fn prepare(spec: &Spec, rootfs: &Path, cgroup: Option<&Cgroup>, befor
             .context(|| format!("linux.rootfsPropagation: make / {name}"))?;
     }
 
+    let root = open(Path::new("/"), OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()).context(|| "open the container's root".into())?;
     if let Some(linux) = linux {
-        for (key, value) in linux.sysctl().iter().flatten() {
-            write_sysctl(key, value)?;
-        }
-        for path in linux.masked_paths().iter().flatten() {
-            mask_path(Path::new(path))?;
+        if linux.sysctl().as_ref().is_some_and(|s| !s.is_empty()) {
+            crate::sysctl::write_all(spec, &Procfs::open(Path::new("/proc")).map_err(|e| e.prefixed("linux.sysctl"))?)?;
         }
         for path in linux.readonly_paths().iter().flatten() {
-            make_readonly(Path::new(path))?;
+            make_readonly(&root, Path::new(path)).map_err(|e| e.prefixed("linux.readonlyPaths"))?;
+        }
+        let masked = linux.masked_paths().as_deref().unwrap_or(&[]);
+        if !masked.is_empty() {
+            let null = NullDevice::open(&root).map_err(|e| e.prefixed("linux.maskedPaths"))?;
+            for path in masked {
+                mask_path(&root, Path::new(path), &null).map_err(|e| e.prefixed("linux.maskedPaths"))?;
+            }
         }
     }
     if spec.root().as_ref().is_some_and(|r| r.readonly() == Some(true)) {
-        mount(None::<&str>, "/", None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY, None::<&str>)
-            .context(|| "remount the container's root read-only".into())?;
+        set_read_only(&root, false).map_err(|e| e.prefixed("root.readonly"))?;
     }
     Ok(())
 }
@@ -167,11 +170,16 @@ impl MountTarget for InRoot<'_> {
     }
 }
 
-/// cgroup v1 inside the container: a tmpfs at the destination with the container's own group of each
-/// hierarchy bind-mounted under the hierarchy's usual name, so the container sees its limits and only
-/// its own processes.
+/// The container's cgroups inside it. On a v1 (or hybrid) host: a tmpfs at the destination with the
+/// container's own group of each hierarchy bind-mounted under the hierarchy's usual name, so the
+/// container sees its limits and only its own processes. On a pure v2 host: cgroup2 itself at the
+/// destination (in the container's cgroup namespace that is its own group), or, where it may not be
+/// mounted (a user namespace without a cgroup namespace), its group bound there (as runc does).
 fn mount_cgroups(root: &OwnedFd, destination: &Path, parsed: &MountOptions, cgroup: Option<&Cgroup>) -> Result<()> {
     let target = ensure(root, destination, Create::Directory)?;
+    if let Some(unified) = cgroup.filter(|c| c.is_v2()).and_then(Cgroup::unified_dir) {
+        return mount_cgroup2(&target, destination, parsed, &unified.dir);
+    }
     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
     mount(Some("tmpfs"), &fd_path(&target), Some("tmpfs"), flags, Some("mode=755"))
         .context(|| format!("mount tmpfs for cgroups on {}", destination.display()))?;
@@ -193,6 +201,26 @@ fn mount_cgroups(root: &OwnedFd, destination: &Path, parsed: &MountOptions, cgro
     Ok(())
 }
 
+fn mount_cgroup2(target: &OwnedFd, destination: &Path, parsed: &MountOptions, own_group: &Path) -> Result<()> {
+    let what = || format!("mount cgroup2 on {}", destination.display());
+    let mut attributes = mount_api::MOUNT_ATTR_NOSUID | mount_api::MOUNT_ATTR_NODEV | mount_api::MOUNT_ATTR_NOEXEC;
+    if parsed.flags.contains(MsFlags::MS_RDONLY) {
+        attributes |= mount_api::MOUNT_ATTR_RDONLY;
+    }
+    let mounted = match mount_api::FsContext::open("cgroup2").and_then(|c| c.mount(attributes)) {
+        Ok(fresh) => fresh,
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::EBUSY)) => {
+            let source = open(own_group, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()).context(|| format!("open {}", own_group.display()))?;
+            let bound = mount_api::clone_tree(source.as_fd(), false).context(what)?;
+            let attr = mount_api::MountAttr { attr_set: attributes, ..Default::default() };
+            mount_api::set_attributes(bound.as_fd(), false, &attr).context(what)?;
+            bound
+        }
+        Err(e) => return Err(Error::io(what(), e)),
+    };
+    mount_api::attach(mounted.as_fd(), target.as_fd()).context(what)
+}
+
 /// `pivot_root` into the rootfs and detach the old root, so nothing of the host stays reachable.
 fn enter_root(root: &OwnedFd, rootfs: &Path) -> Result<()> {
     fchdir(root.as_fd()).context(|| format!("chdir into {}", rootfs.display()))?;
@@ -206,33 +234,61 @@ fn enter_root(root: &OwnedFd, rootfs: &Path) -> Result<()> {
     Ok(())
 }
 
-fn write_sysctl(key: &str, value: &str) -> Result<()> {
-    if key.contains("..") || key.contains('/') && key.contains('.') {
-        return Err(Error::spec(format!("linux.sysctl.{key}"), "not a sysctl name"));
+/// The container's `/dev/null`, checked to be the null device (character device 1:3): masking binds
+/// it over files, and an image must not get a file of its choosing bound there instead (a symlink to
+/// a sysctl made a masked path a writable view of it: CVE-2025-31133).
+struct NullDevice(OwnedFd);
+
+impl NullDevice {
+    fn open(root: &OwnedFd) -> Result<NullDevice> {
+        let how = OpenHow::new()
+            .flags(OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
+            .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+        let refused = |reason: &str| Error::io("open /dev/null in the container", std::io::Error::other(reason.to_owned()));
+        let fd = openat2(root.as_fd(), "dev/null", how).map_err(|e| match e {
+            nix::errno::Errno::ELOOP => refused("it is reached through a symlink"),
+            other => refused(&other.desc().to_lowercase()),
+        })?;
+        let stat = nix::sys::stat::fstat(fd.as_fd()).context(|| "stat /dev/null in the container".into())?;
+        if stat.st_mode & libc::S_IFMT != libc::S_IFCHR || stat.st_rdev != nix::sys::stat::makedev(1, 3) {
+            return Err(refused("it is not the null device (character device 1:3)"));
+        }
+        Ok(NullDevice(fd))
     }
-    let path = PathBuf::from("/proc/sys").join(key.replace('.', "/"));
-    fs::write(&path, value).context(|| format!("linux.sysctl: write {value:?} to {}", path.display()))
 }
 
-/// Hides a path: a directory gets an empty read-only tmpfs on top, anything else `/dev/null`.
-fn mask_path(path: &Path) -> Result<()> {
-    let result = if path.is_dir() {
-        mount(Some("tmpfs"), path, Some("tmpfs"), MsFlags::MS_RDONLY, None::<&str>)
+/// Hides a path: a directory gets an empty read-only tmpfs on top, anything else the null device.
+/// The path is looked up inside the container once, and everything is mounted onto that descriptor.
+fn mask_path(root: &OwnedFd, path: &Path, null: &NullDevice) -> Result<()> {
+    let Some(target) = open_if_present(root, path)? else { return Ok(()) };
+    let what = || format!("mask {}", path.display());
+    let stat = nix::sys::stat::fstat(target.as_fd()).context(what)?;
+    if stat.st_mode & libc::S_IFMT == libc::S_IFDIR {
+        let tmpfs = mount_api::FsContext::open("tmpfs").and_then(|c| c.mount(mount_api::MOUNT_ATTR_RDONLY)).context(what)?;
+        mount_api::attach(tmpfs.as_fd(), target.as_fd()).context(what)
     } else {
-        mount(Some("/dev/null"), path, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-    };
-    match result {
-        Ok(()) | Err(Errno::ENOENT) => Ok(()),
-        Err(e) => Err(Error::io(format!("linux.maskedPaths: mask {}", path.display()), e)),
+        mount_api::bind(null.0.as_fd(), target.as_fd()).context(what)
     }
 }
 
-fn make_readonly(path: &Path) -> Result<()> {
-    match mount(Some(path), path, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>) {
-        Err(Errno::ENOENT) => return Ok(()),
-        other => other.context(|| format!("linux.readonlyPaths: bind {}", path.display()))?,
+/// Makes a path (and everything mounted below it) read-only, nosuid, nodev and noexec: a recursive
+/// bind of it onto itself, made read-only before it is attached.
+fn make_readonly(root: &OwnedFd, path: &Path) -> Result<()> {
+    let Some(target) = open_if_present(root, path)? else { return Ok(()) };
+    let what = || format!("make {} read-only", path.display());
+    let tree = mount_api::clone_tree(target.as_fd(), true).context(what)?;
+    let attr = mount_api::MountAttr {
+        attr_set: mount_api::MOUNT_ATTR_RDONLY | mount_api::MOUNT_ATTR_NOSUID | mount_api::MOUNT_ATTR_NODEV | mount_api::MOUNT_ATTR_NOEXEC,
+        ..Default::default()
+    };
+    match mount_api::set_attributes(tree.as_fd(), true, &attr) {
+        Ok(()) => mount_api::attach(tree.as_fd(), target.as_fd()).context(what),
+        // Before Linux 5.12: attach, then remount (what mount(2) can do: the top mount only).
+        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+            mount_api::attach(tree.as_fd(), target.as_fd()).context(what)?;
+            let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+            crate::mounts::remount_read_only(&tree, flags).map_err(|e| e.prefixed(&what()))
+        }
+        Err(e) => Err(Error::io(what(), e)),
     }
-    let flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-    mount(None::<&str>, path, None::<&str>, flags, None::<&str>)
-        .context(|| format!("linux.readonlyPaths: remount {} read-only", path.display()))
 }

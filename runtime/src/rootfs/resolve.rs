@@ -96,6 +96,15 @@ pub(crate) fn open_path(root: &OwnedFd, path: &Path) -> Result<OwnedFd> {
     openat2(root.as_fd(), &rel, how(OFlag::O_PATH)).map_err(|e| resolve_error(path, e))
 }
 
+/// Opens `path` inside `root` like [`open_path`]; `None` when it does not exist.
+pub(crate) fn open_if_present(root: &OwnedFd, path: &Path) -> Result<Option<OwnedFd>> {
+    match open_path(root, path) {
+        Ok(fd) => Ok(Some(fd)),
+        Err(e) if e.is_io_kind(std::io::ErrorKind::NotFound) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 fn resolve_error(path: &Path, errno: Errno) -> Error {
     let reason = match errno {
         Errno::ENOTDIR => "a path component is not a directory".to_owned(),
@@ -103,7 +112,9 @@ fn resolve_error(path: &Path, errno: Errno) -> Error {
         Errno::EXDEV => "resolves outside the container's root".to_owned(),
         e => e.desc().to_lowercase(),
     };
-    Error::io(format!("resolve {} inside the container root", path.display()), std::io::Error::other(reason))
+    // The kind stays the errno's (a caller may tolerate NotFound).
+    let kind = std::io::Error::from(errno).kind();
+    Error::io(format!("resolve {} inside the container root", path.display()), std::io::Error::new(kind, reason))
 }
 
 /// `/proc/self/fd/N`: mount(2) follows this magic link to exactly the file the descriptor names, so a

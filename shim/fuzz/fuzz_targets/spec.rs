@@ -5,6 +5,6 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(spec) = myshim_runtime::spec::parse(data) {
-        let _ = myshim_runtime::spec::validate(&spec);
+        let _ = myshim_runtime::validate::validate(&spec);
     }
 });
