@@ -4,11 +4,15 @@
 
 use std::fs::File;
 use std::io::{self, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::Arc;
 
 use tracing_subscriber::fmt::MakeWriter;
+
+/// The lowest descriptor number the log may use.
+const LOG_FD_FLOOR: i32 = 10;
 
 #[derive(Clone)]
 struct FifoWriter(Option<Arc<File>>);
@@ -35,12 +39,15 @@ impl<'a> MakeWriter<'a> for FifoWriter {
 
 /// Sends `tracing` output to `<bundle>/log` (or nowhere when it cannot be opened).
 pub fn init(bundle: &Path, debug: bool) {
+    // Kept above the low descriptor numbers: `start` hands the daemon its listener as fd 3, which the
+    // log would otherwise have taken (and lost to the listener).
     let file = File::options()
         .write(true)
         .custom_flags(libc::O_NONBLOCK)
         .open(bundle.join("log"))
         .ok()
-        .map(Arc::new);
+        .and_then(|file| myshim_runtime::sys::dup_above(file.as_raw_fd(), LOG_FD_FLOOR).ok())
+        .map(|fd| Arc::new(File::from(fd)));
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     let level = if debug { tracing::Level::DEBUG } else { tracing::Level::INFO };

@@ -11,6 +11,12 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     // Before anything else (and before any thread exists): maybe we are a container's init.
     myshim_runtime::run_helper_if_requested();
+    // Run as a script's interpreter or through a container's view of the binary: say no before
+    // reading stdin or a configuration file.
+    if let Err(reason) = myshim_runtime::process::executable::check_invocation() {
+        eprintln!("containerd-shim-myshim-v1: {reason}");
+        return ExitCode::FAILURE;
+    }
 
     let flags = match flags::parse(std::env::args().skip(1)) {
         Ok(flags) => flags,

@@ -3,7 +3,9 @@
 //! container is left — or when it has been left without containers for a while (containerd never
 //! connected, or skipped Shutdown).
 
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,7 +15,7 @@ use nix::sys::signal::{SigSet, Signal};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{info, warn};
 
-use crate::bootstrap::record_path;
+use crate::bootstrap::{record_path, DaemonRecord};
 use crate::config::{self, Protocol};
 use crate::core::{events, TaskCore};
 use crate::flags::Flags;
@@ -28,15 +30,41 @@ pub fn serve(flags: &Flags) -> Result<()> {
     sys::become_child_subreaper().context("become a child subreaper")?;
     let idle_exit = Duration::from_secs(flags.idle_exit_seconds.unwrap_or(config::Config::default().idle_exit_seconds));
 
+    let claim = SocketClaim::new(socket);
+
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("start tokio")?;
-    let result = runtime.block_on(run(flags, protocol, listener, idle_exit));
-    let _ = std::fs::remove_file(&socket);
-    let _ = std::fs::remove_file(record_path(&socket));
+    let result = runtime.block_on(run(flags, protocol, listener, idle_exit, &claim));
+    claim.release();
     info!("shim exits");
     result
 }
 
-async fn run(flags: &Flags, protocol: Protocol, listener: UnixListener, idle_exit: Duration) -> Result<()> {
+/// The group's socket path and record, as this daemon's: released (removed) the moment the daemon
+/// decides to exit, so that a `start` for the same group from then on launches a new daemon instead
+/// of finding this one; and only while they are still this daemon's (a successor's stay).
+struct SocketClaim {
+    socket: PathBuf,
+    /// The socket file's identity when the daemon started (`start` had just bound it).
+    identity: Option<(u64, u64)>,
+}
+
+impl SocketClaim {
+    fn new(socket: PathBuf) -> SocketClaim {
+        let identity = std::fs::metadata(&socket).ok().map(|m| (m.dev(), m.ino()));
+        SocketClaim { socket, identity }
+    }
+
+    fn release(&self) {
+        if DaemonRecord::load(&self.socket).is_some_and(|r| r.pid == std::process::id()) {
+            let _ = std::fs::remove_file(record_path(&self.socket));
+        }
+        if self.identity.is_some() && std::fs::metadata(&self.socket).ok().map(|m| (m.dev(), m.ino())) == self.identity {
+            let _ = std::fs::remove_file(&self.socket);
+        }
+    }
+}
+
+async fn run(flags: &Flags, protocol: Protocol, listener: UnixListener, idle_exit: Duration, claim: &SocketClaim) -> Result<()> {
     // Installed before any container exists, so no SIGCHLD is missed.
     let mut sigchld = signal(SignalKind::child()).context("watch SIGCHLD")?;
     let mut sigterm = signal(SignalKind::terminate()).context("watch SIGTERM")?;
@@ -70,6 +98,7 @@ async fn run(flags: &Flags, protocol: Protocol, listener: UnixListener, idle_exi
             server.start().await.map_err(|e| anyhow!("start the ttrpc server: {e}"))?;
             info!(pid = std::process::id(), "serving the task API over ttrpc");
             wait_for_exit(&core, &mut sigterm, idle_exit).await;
+            claim.release();
             // The reply to Shutdown and the last events (a delete, say) go out before we leave.
             core.events().drain(Duration::from_secs(3)).await;
             let _ = tokio::time::timeout(Duration::from_secs(2), server.shutdown()).await;
@@ -85,6 +114,7 @@ async fn run(flags: &Flags, protocol: Protocol, listener: UnixListener, idle_exi
             );
             info!(pid = std::process::id(), "serving the task API over gRPC");
             wait_for_exit(&core, &mut sigterm, idle_exit).await;
+            claim.release();
             core.events().drain(Duration::from_secs(3)).await;
             let _ = stop.send(());
             let _ = tokio::time::timeout(Duration::from_secs(2), server).await;
@@ -107,7 +137,7 @@ async fn wait_for_exit(core: &Arc<TaskCore>, sigterm: &mut tokio::signal::unix::
                 }
             }
             _ = sigterm.recv() => {
-                if core.is_empty() {
+                if core.try_close() {
                     return;
                 }
                 warn!("SIGTERM while containers run: exiting once the last one is deleted");
@@ -119,7 +149,7 @@ async fn wait_for_exit(core: &Arc<TaskCore>, sigterm: &mut tokio::signal::unix::
                     continue;
                 }
                 let since = *empty_since.get_or_insert_with(Instant::now);
-                if since.elapsed() >= idle_exit {
+                if since.elapsed() >= idle_exit && core.try_close() {
                     info!(seconds = idle_exit.as_secs(), "no container for a while: exiting");
                     return;
                 }

@@ -59,6 +59,32 @@ pub fn record_path(socket: &Path) -> PathBuf {
     socket.with_extension("myshim.json")
 }
 
+impl DaemonRecord {
+    /// The record of the daemon listening on `socket`, if there is one.
+    pub fn load(socket: &Path) -> Option<DaemonRecord> {
+        std::fs::read(record_path(socket)).ok().and_then(|text| serde_json::from_slice(&text).ok())
+    }
+
+    /// Writes the record beside `socket`, readable by root alone, atomically (a `start` reading it
+    /// at the same moment sees all of it or nothing).
+    pub fn save(&self, socket: &Path) -> anyhow::Result<()> {
+        use anyhow::Context;
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = record_path(socket);
+        let temporary = path.with_extension(format!("tmp.{}", std::process::id()));
+        let written = (|| {
+            let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&temporary).with_context(|| format!("create {}", temporary.display()))?;
+            file.write_all(&serde_json::to_vec(self)?).with_context(|| format!("write {}", temporary.display()))?;
+            std::fs::rename(&temporary, &path).with_context(|| format!("rename {} to {}", temporary.display(), path.display()))
+        })();
+        if written.is_err() {
+            let _ = std::fs::remove_file(&temporary);
+        }
+        written
+    }
+}
+
 /// The runtime options containerd writes to `start`'s and `-info`'s stdin, if any. All of stdin is
 /// read, so containerd's write never blocks.
 pub fn options_from_stdin() -> Option<prost_types::Any> {

@@ -6,15 +6,17 @@
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, Context, Result};
 use myshim_runtime::sys;
 use nix::sys::signal::{SigSet, Signal};
+use nix::sys::stat::{umask, Mode};
 use tracing::{info, warn};
 
 use super::{containerd, group_id, options_from_stdin, record_path, socket_path, DaemonRecord, SOCKET_DIR};
@@ -28,8 +30,8 @@ pub fn start(flags: &Flags) -> Result<String> {
 
     let group = group_id(&bundle, &flags.id);
     let socket = socket_path(&flags.address, &flags.namespace, &group);
-    let bootstrap = match bind(&socket)? {
-        Some(listener) => {
+    let bootstrap = match bind_or_find(&socket)? {
+        Daemon::New(listener) => {
             let containerd = containerd::detect(&flags.address);
             let bootstrap = containerd::bootstrap(containerd, config.protocol, &socket);
             if let Some(reason) = &bootstrap.fallback_reason {
@@ -43,17 +45,12 @@ pub fn start(flags: &Flags) -> Result<String> {
                 reply: bootstrap.reply.clone(),
                 address_file: bootstrap.address_file.clone(),
             };
-            fs::write(record_path(&socket), serde_json::to_vec(&record)?)
-                .with_context(|| format!("write {}", record_path(&socket).display()))?;
+            record.save(&socket)?;
             info!(id = %flags.id, group, pid, protocol = bootstrap.protocol.name(), ?containerd, "started shim daemon");
             (record.reply, record.address_file)
         }
-        None => {
+        Daemon::Running(record) => {
             // A live daemon serves this group: answer with what it was started with.
-            let record: DaemonRecord = fs::read(record_path(&socket))
-                .ok()
-                .and_then(|text| serde_json::from_slice(&text).ok())
-                .ok_or_else(|| anyhow!("shim daemon for group {group} at {} has no record", socket.display()))?;
             info!(id = %flags.id, group, pid = record.pid, "reusing shim daemon");
             (record.reply, record.address_file)
         }
@@ -65,29 +62,46 @@ pub fn start(flags: &Flags) -> Result<String> {
     Ok(reply)
 }
 
-/// Binds the group's socket (mode 0600). `None` when a live daemon already listens on it; a stale
-/// socket is replaced.
-fn bind(socket: &Path) -> Result<Option<UnixListener>> {
+/// The group's daemon: one to start on the listener just bound, or the one already running.
+enum Daemon {
+    New(UnixListener),
+    Running(DaemonRecord),
+}
+
+/// How long `start` waits for a live daemon's record: written by the `start` that launched it just
+/// after the launch, and removed by a daemon about to exit just before it removes its socket.
+const RECORD_WAIT: Duration = Duration::from_secs(2);
+
+/// Binds the group's socket (mode 0600 from the first moment), or finds the live daemon that holds
+/// it. A stale socket (nobody listening) is replaced.
+fn bind_or_find(socket: &Path) -> Result<Daemon> {
     fs::DirBuilder::new().recursive(true).mode(0o711).create(SOCKET_DIR).with_context(|| format!("create {SOCKET_DIR}"))?;
-    for _ in 0..2 {
-        match UnixListener::bind(socket) {
-            Ok(listener) => {
-                fs::set_permissions(socket, fs::Permissions::from_mode(0o600))
-                    .with_context(|| format!("chmod {}", socket.display()))?;
-                return Ok(Some(listener));
-            }
+    let deadline = Instant::now() + RECORD_WAIT;
+    loop {
+        // `start` is single-threaded: the umask changes for this bind alone.
+        let previous = umask(Mode::from_bits_truncate(0o177));
+        let bound = UnixListener::bind(socket);
+        umask(previous);
+        match bound {
+            Ok(listener) => return Ok(Daemon::New(listener)),
             Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
-                if UnixStream::connect(socket).is_ok() {
-                    return Ok(None);
+                if UnixStream::connect(socket).is_err() {
+                    warn!(socket = %socket.display(), "removing stale shim socket");
+                    let _ = fs::remove_file(socket);
+                    let _ = fs::remove_file(record_path(socket));
+                    continue;
                 }
-                warn!(socket = %socket.display(), "removing stale shim socket");
-                let _ = fs::remove_file(socket);
-                let _ = fs::remove_file(record_path(socket));
+                if let Some(record) = DaemonRecord::load(socket) {
+                    return Ok(Daemon::Running(record));
+                }
+                if Instant::now() >= deadline {
+                    return Err(anyhow!("shim daemon at {} has no record", socket.display()));
+                }
+                std::thread::sleep(Duration::from_millis(20));
             }
             Err(e) => return Err(e).with_context(|| format!("bind {}", socket.display())),
         }
     }
-    Err(anyhow!("bind {}: the address stays in use", socket.display()))
 }
 
 /// Starts the daemon: the same binary with `serve`, the listener as fd 3, stdio on /dev/null, its own

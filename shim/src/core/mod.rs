@@ -13,6 +13,7 @@ pub mod error;
 pub mod events;
 pub mod process;
 pub mod stdio;
+mod sync;
 pub mod types;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -27,6 +28,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 use error::{TaskError, TaskResult};
+use sync::LockAnyway;
 use process::{ExitOutcome, Process};
 use stdio::{IoContext, ProcessIo};
 use types::{ConnectInfo, CreateRequest, ExecRequest, Exit, ProcessInfo, ProcessState, Status, TaskEvent};
@@ -68,7 +70,7 @@ impl Container {
     }
 
     fn has_live_execs(&self) -> bool {
-        self.execs.lock().unwrap().values().any(|e| e.is_alive())
+        self.execs.locked().values().any(|e| e.is_alive())
     }
 }
 
@@ -91,19 +93,25 @@ struct PidTable {
 const UNCLAIMED_EXITS_KEPT: usize = 4096;
 
 impl PidTable {
-    /// Registers `pid`. If the reaper saw its exit before the registration, the exit is delivered to
-    /// a waiter at once, or returned for a process.
-    fn register(&mut self, pid: u32, owner: Owner) -> Option<Exit> {
-        // While the process is still there (running, or a zombie not yet reaped) its pid cannot have
+    /// Registers `pid`, the process started at `start_time` (clock ticks since boot, when known). If
+    /// the reaper saw its exit before the registration, the exit is delivered to a waiter at once, or
+    /// returned for a process.
+    fn register(&mut self, pid: u32, start_time: Option<u64>, owner: Owner) -> Option<Exit> {
+        // While our process is still there (running, or a zombie not yet reaped) its pid cannot have
         // been reused, so any exit recorded under that pid is an older process's. Once it is gone,
-        // the newest exit recorded under the pid is its own.
-        let reaped = !myshim_runtime::sys::process_exists(pid);
+        // the newest exit recorded under the pid is its own — also when a new process has the pid
+        // by now, which its start time tells apart from ours.
+        let ours_still_there = match (myshim_runtime::sys::process_start_time(pid), start_time) {
+            (None, _) => false,
+            (Some(_), None) => true,
+            (Some(now), Some(ours)) => now == ours,
+        };
         let mut early = None;
         self.unclaimed.retain(|(p, exit, _)| {
             if *p != pid {
                 return true;
             }
-            if reaped {
+            if !ours_still_there {
                 early = Some(*exit);
             }
             false
@@ -124,7 +132,7 @@ impl PidTable {
     /// Registers a helper child (a hook, a logging driver); the receiver gets its exit.
     fn watch(&mut self, pid: u32) -> oneshot::Receiver<Exit> {
         let (tx, rx) = oneshot::channel();
-        self.register(pid, Owner::Waiter(tx));
+        self.register(pid, None, Owner::Waiter(tx));
         rx
     }
 
@@ -150,17 +158,22 @@ struct ReaperWaiter {
     tokio: tokio::runtime::Handle,
 }
 
+struct ReaperWatch<'a> {
+    exit: oneshot::Receiver<Exit>,
+    tokio: &'a tokio::runtime::Handle,
+}
+
 impl myshim_runtime::hooks::ChildWaiter for ReaperWaiter {
-    fn wait(&self, pid: u32, timeout: Option<Duration>) -> Option<u32> {
-        let rx = self.pids.lock().unwrap().watch(pid);
+    fn watch(&self, pid: u32) -> Box<dyn myshim_runtime::hooks::ExitWatch + '_> {
+        Box::new(ReaperWatch { exit: self.pids.locked().watch(pid), tokio: &self.tokio })
+    }
+}
+
+impl myshim_runtime::hooks::ExitWatch for ReaperWatch<'_> {
+    fn wait(&mut self, timeout: Duration) -> Option<u32> {
         // Runtime work runs on the blocking pool, where blocking on the reaper's answer is allowed.
-        self.tokio.block_on(async {
-            match timeout {
-                Some(t) => tokio::time::timeout(t, rx).await.ok()?.ok(),
-                None => rx.await.ok(),
-            }
-        })
-        .map(|exit| exit.status)
+        let exit = &mut self.exit;
+        self.tokio.block_on(async { tokio::time::timeout(timeout, exit).await.ok()?.ok() }).map(|exit| exit.status)
     }
 }
 
@@ -176,6 +189,9 @@ pub struct TaskCore {
     /// Set when containerd asked to shut down while containers remained; the shim exits when the
     /// last one is deleted.
     shutdown_requested: Mutex<bool>,
+    /// Set (under the `containers` and `creating` locks) once the daemon decided to exit: no Create is
+    /// taken any more.
+    closing: std::sync::atomic::AtomicBool,
     exit_now: watch::Sender<bool>,
 }
 
@@ -194,6 +210,7 @@ impl TaskCore {
             namespace,
             shim_pid: std::process::id(),
             shutdown_requested: Mutex::new(false),
+            closing: Default::default(),
             exit_now: watch::channel(false).0,
         })
     }
@@ -229,7 +246,7 @@ impl TaskCore {
 
     /// Registers a child of the shim with the reaper; the receiver gets its exit.
     pub fn watch_pid(&self, pid: u32) -> oneshot::Receiver<Exit> {
-        self.pids.lock().unwrap().watch(pid)
+        self.pids.locked().watch(pid)
     }
 
     /// Runs `work` on the container's runtime handle on the blocking pool.
@@ -241,7 +258,7 @@ impl TaskCore {
     ) -> TaskResult<T> {
         let runtime = container.runtime.clone();
         let id = container.id.clone();
-        tokio::task::spawn_blocking(move || match runtime.lock().unwrap().as_mut() {
+        tokio::task::spawn_blocking(move || match runtime.locked().as_mut() {
             Some(c) => work(c).map_err(TaskError::from),
             None => Err(TaskError::not_found(format!("container {id} was deleted"))),
         })
@@ -261,14 +278,17 @@ impl TaskCore {
             return Err(TaskError::unimplemented(format!("create {id}: restoring from a checkpoint is not supported (no CRIU)")));
         }
         {
-            let containers = self.containers.lock().unwrap();
-            let mut creating = self.creating.lock().unwrap();
+            let containers = self.containers.locked();
+            let mut creating = self.creating.locked();
+            if self.closing.load(std::sync::atomic::Ordering::SeqCst) {
+                return Err(TaskError::precondition(format!("create container {id}: this shim daemon is exiting (start the task again)")));
+            }
             if containers.contains_key(&id) || !creating.insert(id.clone()) {
                 return Err(TaskError::already_exists(format!("container {id} already exists")));
             }
         }
         let result = self.create_reserved(&request).await;
-        self.creating.lock().unwrap().remove(&id);
+        self.creating.locked().remove(&id);
         result.map_err(|e| e.context(format!("create container {id}")))
     }
 
@@ -285,19 +305,20 @@ impl TaskCore {
             })
         })
         .await
-        .map_err(|e| TaskError::internal(format!("create container {}: task panicked: {e}", request.id)))?;
+        .map_err(|e| TaskError::internal(format!("create container {}: task panicked: {e}", request.id)))
+        .and_then(|created| created.map_err(TaskError::from));
         let (created, console) = match created {
             Ok(created) => created,
             Err(e) => {
                 io.close().await;
-                return Err(e.into());
+                return Err(e);
             }
         };
         if let Some(master) = console {
             io.attach_terminal(master)?;
         }
 
-        let pid = created.pid();
+        let (pid, start_time) = (created.pid(), created.state().pid_start_time);
         let container = Arc::new(Container {
             id: request.id.clone(),
             bundle: request.bundle.clone(),
@@ -307,7 +328,7 @@ impl TaskCore {
             held_init_exit: Mutex::new(None),
             oom_watch: Mutex::new(None),
         });
-        self.containers.lock().unwrap().insert(request.id.clone(), container.clone());
+        self.containers.locked().insert(request.id.clone(), container.clone());
         self.emit(TaskEvent::Create {
             container_id: request.id.clone(),
             bundle: request.bundle.clone(),
@@ -316,7 +337,7 @@ impl TaskCore {
             checkpoint: request.checkpoint.clone(),
             pid,
         });
-        let early_exit = self.pids.lock().unwrap().register(pid, Owner::Process { container_id: request.id.clone(), exec_id: None });
+        let early_exit = self.pids.locked().register(pid, Some(start_time).filter(|t| *t != 0), Owner::Process { container_id: request.id.clone(), exec_id: None });
         if let Some(exit) = early_exit {
             self.init_exited(&container, exit);
         }
@@ -376,7 +397,7 @@ impl TaskCore {
             }
         }
         let owner = Owner::Process { container_id: container.id.clone(), exec_id: Some(exec_id) };
-        let early_exit = self.pids.lock().unwrap().register(started.pid, owner);
+        let early_exit = self.pids.locked().register(started.pid, started.start_time, owner);
         if let Some(exit) = early_exit {
             // Parked: the start is still in flight, so finish_start hands it back after the event.
             let _ = process.record_exit(exit);
@@ -409,13 +430,13 @@ impl TaskCore {
                 }
             }
         });
-        *container.oom_watch.lock().unwrap() = Some(task);
+        *container.oom_watch.locked() = Some(task);
     }
 
     /// Called by the reaper for every exited child.
     pub fn child_exited(&self, pid: u32, status: u32) {
         let exit = Exit { pid, status, at: SystemTime::now() };
-        let owner = self.pids.lock().unwrap().claim(pid, exit);
+        let owner = self.pids.locked().claim(pid, exit);
         match owner {
             None => {}
             Some(Owner::Waiter(tx)) => {
@@ -443,7 +464,7 @@ impl TaskCore {
         let ExitOutcome::Recorded(exit) = container.init.record_exit(exit) else { return };
         self.kill_leftovers(container);
         if container.has_live_execs() {
-            *container.held_init_exit.lock().unwrap() = Some(exit);
+            *container.held_init_exit.locked() = Some(exit);
         } else {
             self.publish_exit(container, &container.init, exit);
         }
@@ -454,7 +475,7 @@ impl TaskCore {
         if container.has_live_execs() {
             return;
         }
-        let held = container.held_init_exit.lock().unwrap().take();
+        let held = container.held_init_exit.locked().take();
         if let Some(exit) = held {
             self.publish_exit(container, &container.init, exit);
         }
@@ -472,7 +493,7 @@ impl TaskCore {
     fn kill_leftovers(&self, container: &Container) {
         let runtime = container.runtime.clone();
         tokio::task::spawn_blocking(move || {
-            if let Some(c) = runtime.lock().unwrap().as_ref() {
+            if let Some(c) = runtime.locked().as_ref() {
                 if !c.state().private_pid_namespace {
                     let _ = c.signal(libc::SIGKILL as u32, true);
                 }
@@ -497,16 +518,16 @@ impl TaskCore {
             other => return Err(TaskError::precondition(format!("container {id} must be stopped before deletion: it is {other:?}").to_lowercase())),
         }
         let exit = process.wait().await;
-        if let Some(task) = container.oom_watch.lock().unwrap().take() {
+        if let Some(task) = container.oom_watch.locked().take() {
             task.abort();
         }
         close_io(&process, true).await;
-        let execs: Vec<Arc<Process>> = container.execs.lock().unwrap().drain().map(|(_, p)| p).collect();
+        let execs: Vec<Arc<Process>> = container.execs.locked().drain().map(|(_, p)| p).collect();
         for exec in execs {
             close_io(&exec, false).await;
         }
         let (handle, runtime) = (container.runtime.clone(), self.runtime.clone());
-        let destroyed = tokio::task::spawn_blocking(move || match handle.lock().unwrap().take() {
+        let destroyed = tokio::task::spawn_blocking(move || match handle.locked().take() {
             Some(c) => c.destroy(&runtime),
             None => Ok(()),
         })
@@ -516,16 +537,12 @@ impl TaskCore {
             warn!(id, error = %e, "delete left something behind");
             return Err(TaskError::from(e).context(format!("delete container {id}")));
         }
-        let (removed, now_empty) = {
-            let mut containers = self.containers.lock().unwrap();
-            let removed = containers.remove(id).is_some();
-            (removed, containers.is_empty())
-        };
+        let removed = self.containers.locked().remove(id).is_some();
         if removed {
             self.emit(TaskEvent::Delete { container_id: id.to_owned(), exit });
             info!(id, "deleted");
         }
-        if now_empty && *self.shutdown_requested.lock().unwrap() {
+        if *self.shutdown_requested.locked() && self.try_close() {
             self.exit_now.send_replace(true);
         }
         Ok(exit)
@@ -540,7 +557,7 @@ impl TaskCore {
                 return Err(TaskError::precondition(format!("container {}: exec {exec_id} must be stopped before deletion: it is {other:?}", container.id).to_lowercase()))
             }
         };
-        container.execs.lock().unwrap().remove(&exec_id);
+        container.execs.locked().remove(&exec_id);
         close_io(process, true).await;
         Ok(exit)
     }
@@ -557,7 +574,7 @@ impl TaskCore {
         }
         let process = Arc::new(Process::new(exec_id.to_owned(), Some(exec_id.to_owned()), 0, request.stdio.clone(), None));
         {
-            let mut execs = container.execs.lock().unwrap();
+            let mut execs = container.execs.locked();
             if execs.contains_key(exec_id) {
                 return Err(TaskError::already_exists(format!("container {id}: exec {exec_id} already exists")));
             }
@@ -568,12 +585,12 @@ impl TaskCore {
         let (stdio, io) = match prepared {
             Ok(prepared) => prepared,
             Err(e) => {
-                container.execs.lock().unwrap().remove(exec_id);
+                container.execs.locked().remove(exec_id);
                 return Err(e.context(format!("exec {exec_id} in container {id}")));
             }
         };
         *process.io.lock().await = Some(io);
-        *process.pending_start.lock().unwrap() = Some((request.process, stdio));
+        *process.pending_start.locked() = Some((request.process, stdio));
         self.emit(TaskEvent::ExecAdded { container_id: id.to_owned(), exec_id: exec_id.to_owned() });
         Ok(())
     }
@@ -694,23 +711,36 @@ impl TaskCore {
     }
 
     pub fn connect(&self, id: &str) -> ConnectInfo {
-        let task_pid = self.containers.lock().unwrap().get(id).map(|c| c.init.pid()).unwrap_or(0);
+        let task_pid = self.containers.locked().get(id).map(|c| c.init.pid()).unwrap_or(0);
         ConnectInfo { shim_pid: self.shim_pid, task_pid }
     }
 
     /// Exits the shim now when it runs no container; otherwise remembers the request and exits when
     /// the last container is deleted.
     pub fn shutdown(&self) {
-        if self.is_empty() {
+        if self.try_close() {
             self.exit_now.send_replace(true);
         } else {
-            *self.shutdown_requested.lock().unwrap() = true;
+            *self.shutdown_requested.locked() = true;
         }
     }
 
     /// Whether no container exists or is being created.
     pub fn is_empty(&self) -> bool {
-        self.containers.lock().unwrap().is_empty() && self.creating.lock().unwrap().is_empty()
+        self.containers.locked().is_empty() && self.creating.locked().is_empty()
+    }
+
+    /// Stops taking containers if none exists or is being created, atomically with Create's check:
+    /// true when the daemon may exit. (A Create that comes after this is refused; one in flight
+    /// keeps the daemon.)
+    pub fn try_close(&self) -> bool {
+        let containers = self.containers.locked();
+        let creating = self.creating.locked();
+        let empty = containers.is_empty() && creating.is_empty();
+        if empty {
+            self.closing.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        empty
     }
 }
 
@@ -757,7 +787,7 @@ mod pid_table_tests {
         let mut table = PidTable::default();
         let pid = reaped_pid();
         assert!(table.claim(pid, exit(pid, 3)).is_none());
-        assert_eq!(table.register(pid, owner()).map(|e| e.status), Some(3));
+        assert_eq!(table.register(pid, None, owner()).map(|e| e.status), Some(3));
         assert!(table.unclaimed.is_empty());
     }
 
@@ -766,9 +796,23 @@ mod pid_table_tests {
         let mut table = PidTable::default();
         let live = std::process::id();
         table.claim(live, exit(live, 9));
-        assert!(table.register(live, owner()).is_none(), "a stale exit was taken for the live process");
+        assert!(table.register(live, None, owner()).is_none(), "a stale exit was taken for the live process");
         assert!(table.unclaimed.is_empty());
         assert!(table.owners.contains_key(&live));
+    }
+
+    /// The exit was reaped and the pid given to a new process before the registration: the new
+    /// process's start time is not ours, so the recorded exit is ours.
+    #[test]
+    fn an_exit_whose_pid_was_reused_before_the_registration_is_handed_over() {
+        let mut table = PidTable::default();
+        let reused = std::process::id();
+        let now_there = myshim_runtime::sys::process_start_time(reused).unwrap();
+        table.claim(reused, exit(reused, 5));
+        assert_eq!(table.register(reused, Some(now_there + 1), owner()).map(|e| e.status), Some(5));
+        // With the start time of the process that has the pid now, the entry is an older one.
+        table.claim(reused, exit(reused, 6));
+        assert!(table.register(reused, Some(now_there), owner()).is_none());
     }
 
     #[test]
@@ -780,6 +824,42 @@ mod pid_table_tests {
         }
         table.claim(pid, exit(pid, 7));
         assert_eq!(table.unclaimed.len(), UNCLAIMED_EXITS_KEPT);
-        assert_eq!(table.register(pid, owner()).map(|e| e.status), Some(7));
+        assert_eq!(table.register(pid, None, owner()).map(|e| e.status), Some(7));
+    }
+}
+
+#[cfg(test)]
+mod panic_tests {
+    use super::*;
+
+    /// A request whose task panicked while it held a container's runtime handle leaves the mutex
+    /// poisoned; every later request on the container must still be answered.
+    #[tokio::test]
+    async fn a_panicked_request_does_not_break_the_next_ones() {
+        let (queue, _events) = events::queue();
+        let core = TaskCore::new(queue, "ns".into());
+        let stdio = types::StdioPaths::default();
+        let container = Arc::new(Container {
+            id: "c".into(),
+            bundle: PathBuf::from("/nonexistent"),
+            init: Arc::new(Process::new("c".into(), None, 0, stdio, None)),
+            execs: Mutex::new(HashMap::new()),
+            runtime: Arc::new(Mutex::new(None)),
+            held_init_exit: Mutex::new(None),
+            oom_watch: Mutex::new(None),
+        });
+        core.containers.locked().insert("c".into(), container.clone());
+        let handle = container.runtime.clone();
+        let _ = std::thread::spawn(move || {
+            let _held = handle.lock();
+            panic!("a request failed half-way");
+        })
+        .join();
+        assert!(container.runtime.is_poisoned());
+        for result in [core.kill("c", "", 9, false).await.map(drop), core.pids("c").await.map(drop), core.stats("c").await.map(drop)] {
+            let error = result.unwrap_err();
+            assert_eq!(error.kind, error::ErrorKind::NotFound, "{error}");
+            assert!(error.message.contains("was deleted"), "{error}");
+        }
     }
 }

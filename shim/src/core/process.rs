@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use tokio::sync::watch;
 
 use super::stdio::ProcessIo;
+use super::sync::LockAnyway;
 use super::types::{Exit, Status, StdioPaths};
 
 pub struct Process {
@@ -52,16 +53,16 @@ impl Process {
     }
 
     pub fn pid(&self) -> u32 {
-        self.state.lock().unwrap().pid
+        self.state.locked().pid
     }
 
     pub fn status(&self) -> Status {
-        self.state.lock().unwrap().status
+        self.state.locked().status
     }
 
     /// Whether the process runs or is being started (its exit is still to come).
     pub fn is_alive(&self) -> bool {
-        let state = self.state.lock().unwrap();
+        let state = self.state.locked();
         state.starting || matches!(state.status, Status::Running | Status::Paused | Status::Pausing)
     }
 
@@ -71,7 +72,7 @@ impl Process {
 
     /// Marks a start as in flight; fails unless the process is created and not already starting.
     pub fn begin_start(&self) -> Result<(), Status> {
-        let mut state = self.state.lock().unwrap();
+        let mut state = self.state.locked();
         if state.status != Status::Created || state.starting {
             return Err(state.status);
         }
@@ -81,13 +82,13 @@ impl Process {
 
     /// Records the pid of a process that got one at start (an exec).
     pub fn set_pid(&self, pid: u32) {
-        self.state.lock().unwrap().pid = pid;
+        self.state.locked().pid = pid;
     }
 
     /// Ends a start. On success the process is running (or, if it already exited, the parked exit is
     /// returned for the caller to publish after the start event).
     pub fn finish_start(&self, started: bool) -> Option<Exit> {
-        let mut state = self.state.lock().unwrap();
+        let mut state = self.state.locked();
         state.starting = false;
         if started && state.status == Status::Created {
             state.status = Status::Running;
@@ -101,7 +102,7 @@ impl Process {
 
     /// Moves between running, pausing and paused; `from` guards the transition.
     pub fn transition(&self, from: &[Status], to: Status) -> Result<(), Status> {
-        let mut state = self.state.lock().unwrap();
+        let mut state = self.state.locked();
         if !from.contains(&state.status) {
             return Err(state.status);
         }
@@ -111,7 +112,7 @@ impl Process {
 
     /// Records an exit reported by the reaper.
     pub fn record_exit(&self, exit: Exit) -> ExitOutcome {
-        let mut state = self.state.lock().unwrap();
+        let mut state = self.state.locked();
         if state.starting {
             state.parked_exit = Some(exit);
             return ExitOutcome::Parked;

@@ -26,6 +26,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::error::{TaskError, TaskResult};
+use super::sync::LockAnyway;
 use super::types::{Exit, StdioPaths};
 
 /// How long Create waits for a logging driver to say it is ready.
@@ -140,7 +141,7 @@ pub async fn setup(paths: &StdioPaths, context: &IoContext<'_>) -> TaskResult<(m
     } else {
         let reader = pipe::OpenOptions::new().open_receiver(&paths.stdin).map_err(io_error(format!("open stdin fifo {}", paths.stdin)))?;
         let keeper = pipe::OpenOptions::new().open_sender(&paths.stdin).map_err(io_error(format!("open stdin fifo {}", paths.stdin)))?;
-        *io.stdin_keeper.lock().unwrap() = Some(keeper);
+        *io.stdin_keeper.locked() = Some(keeper);
         Some(reader)
     };
 
@@ -338,7 +339,7 @@ impl ProcessIo {
 
     /// Lets stdin reach end-of-file once the client closes its end.
     pub fn close_stdin(&self) {
-        self.stdin_keeper.lock().unwrap().take();
+        self.stdin_keeper.locked().take();
     }
 
     /// Stops the copies and the logging driver (SIGTERM, then SIGKILL after 12 s).
