@@ -4,7 +4,10 @@
  * so the test can assert on outcomes; it never exits non-zero for a refused attempt.
  *
  *   escape chroot <host-marker>   the classic double-chroot escape, then look for a host file
- *   escape exe-race <seconds>     catch processes running a host binary and try to write it
+ *   escape exe-race <seconds>     catch processes running a host binary: try to write it, to make
+ *                                 its mount writable from a user namespace of our own (and change
+ *                                 its mode: to the mode it has, so a success changes nothing), and
+ *                                 to run it with the shim's command line
  *   escape syscalls               mount, umount, unshare, keyctl, add_key
  *   escape open <path>...         open each path for reading and read a byte
  *   escape mknod-open             make block/char nodes of host devices and open them
@@ -15,6 +18,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/keyctl.h>
+#include <linux/mount.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -24,6 +28,7 @@
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
+#include <sys/wait.h>
 #include <sys/sysmacros.h>
 #include <sys/types.h>
 #include <time.h>
@@ -66,12 +71,78 @@ static double now(void) {
  */
 enum seen { UNSEEN, CONTAINER, HIDDEN, REACHED };
 
+/*
+ * The attack a read-only bind mount of the binary fell to: in a user and mount namespace of our own
+ * (root mapped to the container's root, so file permissions are no obstacle), clear the read-only
+ * flag of the mount the binary is on with mount_setattr, then chmod it. Returns 1 when the chmod
+ * worked (with the mode the file already has: nothing changes even then).
+ */
+static int unlock_and_chmod(int exe_fd) {
+	struct stat st;
+	if (fstat(exe_fd, &st) != 0)
+		return 0;
+	pid_t child = fork();
+	if (child == 0) {
+		if (unshare(CLONE_NEWUSER | CLONE_NEWNS) != 0)
+			_exit(2);
+		int map = open("/proc/self/uid_map", O_WRONLY);
+		if (map < 0 || write(map, "0 0 1", 5) != 5)
+			_exit(3);
+		struct mount_attr clear = {.attr_clr = MOUNT_ATTR_RDONLY};
+		syscall(SYS_mount_setattr, exe_fd, "", AT_EMPTY_PATH, &clear, sizeof clear);
+		char path[64];
+		snprintf(path, sizeof path, "/proc/self/fd/%d", exe_fd);
+		_exit(chmod(path, st.st_mode & 07777) == 0 ? 1 : 0);
+	}
+	int status = 0;
+	waitpid(child, &status, 0);
+	return WIFEXITED(status) && WEXITSTATUS(status) == 1;
+}
+
+/*
+ * Runs the binary through the descriptor with the shim's `start` command line and a stdin that never
+ * ends. Returns 1 when it acted on it (it is still running after two seconds: reading stdin),
+ * 0 when it refused (exited at once).
+ */
+static int run_as_shim(int exe_fd) {
+	int in[2];
+	if (pipe(in) != 0)
+		return 0;
+	pid_t child = fork();
+	if (child == 0) {
+		dup2(in[0], 0);
+		close(in[1]);
+		int devnull = open("/dev/null", O_WRONLY);
+		dup2(devnull, 1);
+		dup2(devnull, 2);
+		char *argv[] = {"containerd-shim-myshim-v1", "-namespace", "escape", "-address", "/nonexistent", "-id", "escape", "start", NULL};
+		char *envp[] = {"MYSHIM_CONFIG=/tmp/escape-config-fifo", NULL};
+		syscall(SYS_execveat, exe_fd, "", argv, envp, AT_EMPTY_PATH);
+		_exit(127);
+	}
+	close(in[0]);
+	int acted = 1;
+	for (int i = 0; i < 200; i++) {
+		if (waitpid(child, NULL, WNOHANG) == child) {
+			acted = 0;
+			break;
+		}
+		usleep(10000);
+	}
+	if (acted) {
+		kill(child, SIGKILL);
+		waitpid(child, NULL, 0);
+	}
+	close(in[1]);
+	return acted;
+}
+
 static int exe_race(double seconds) {
 	struct stat root;
 	stat("/", &root);
 	pid_t self = getpid();
 	static unsigned char seen[65536];
-	int host = 0, wrote = 0, path_opened = 0, path_read_only = 0;
+	int host = 0, wrote = 0, path_opened = 0, path_read_only = 0, unlocked = 0, acted = 0;
 	double end = now() + seconds;
 	while (now() < end) {
 		DIR *proc = opendir("/proc");
@@ -117,6 +188,14 @@ static int exe_race(double seconds) {
 						path_read_only++;
 					else
 						printf("host-exe %d reachable on a writable mount\n", pid);
+					if (unlock_and_chmod(path)) {
+						unlocked++;
+						printf("host-exe %d: made writable from a user namespace (chmod worked)\n", pid);
+					}
+					if (run_as_shim(path)) {
+						acted++;
+						printf("host-exe %d: acted on the shim's command line\n", pid);
+					}
 					close(path);
 				}
 			}
@@ -125,7 +204,7 @@ static int exe_race(double seconds) {
 		if (proc)
 			closedir(proc);
 	}
-	printf("summary host=%d opened-for-writing=%d path-opened=%d path-read-only=%d\n", host, wrote, path_opened, path_read_only);
+	printf("summary host=%d opened-for-writing=%d path-opened=%d path-read-only=%d unlocked=%d acted=%d\n", host, wrote, path_opened, path_read_only, unlocked, acted);
 	return 0;
 }
 

@@ -52,7 +52,7 @@ pub fn hostile_symlink_target() -> PathBuf {
 }
 
 /// Builds the hostile image into `dir`: `/escape` (integration/escape/escape.c, static) and a setuid
-/// root copy `/escape-suid`; `/evil-sh`, a script whose interpreter is `/proc/self/exe`; device nodes
+/// root copy `/escape-suid`; `/evil-sh`, a script whose interpreter is `/proc/self/exe start`; device nodes
 /// `/evil/mem` (c 1:1) and `/evil/sda` (b 8:0); symlinks `/sneaky -> /` and `/hostdir`, which climbs
 /// out of the root to [`hostile_symlink_target`]. Like a typical glibc-based image, it carries the
 /// shared libraries the shim binary links, so the kernel can run that binary inside the container.
@@ -62,7 +62,9 @@ pub fn hostile_archive(dir: &Path) -> PathBuf {
     let status = Command::new("gcc").args(["-static", "-O2", "-Wall", "-o"]).arg(&escape).arg(&source).status().expect("run gcc (did integration/setup.sh run?)");
     assert!(status.success(), "compiling {} failed", source.display());
     let script = dir.join("evil-sh");
-    std::fs::write(&script, "#!/proc/self/exe\n").unwrap();
+    // The binary is asked to act as `start`: it would read stdin, then a configuration the caller's
+    // environment names.
+    std::fs::write(&script, "#!/proc/self/exe start\n").unwrap();
     let out = dir.join("hostile-image.tar");
     let climb = format!("/hostdir=../../../../../../../..{}", hostile_symlink_target().display());
     let extra: Vec<String> = [

@@ -46,7 +46,9 @@ fn chroot_escape_stays_inside() {
 
 /// CVE-2019-5736: a process in the container catches processes running the host's runtime binary
 /// (the helper, and the binary run as the interpreter of `#!/proc/self/exe`) and tries to open their
-/// executable for writing. It reaches the binary only through a read-only mount, and it stays intact.
+/// executable for writing, to make its mount writable from a user namespace of its own and change
+/// its mode, and to run it as the shim. It reaches the binary only read-only, whatever it does to the
+/// mount, the binary refuses to act as the shim there, and the binary stays intact.
 #[test]
 fn host_binary_cannot_be_overwritten_through_proc_exe() {
     let (c, _scratch) = setup("procexe");
@@ -61,7 +63,8 @@ fn host_binary_cannot_be_overwritten_through_proc_exe() {
     while Instant::now() < deadline {
         // The interpreter trick: the helper execs a script whose interpreter is /proc/self/exe.
         let trick = c.ctr(&["task", "exec", "--exec-id", &format!("trick{n}"), "victim", "/evil-sh"]);
-        assert_ne!(trick.code, 0, "the runtime binary refused to act on the script's arguments: {}", trick.stdout);
+        assert_ne!(trick.code, 0, "the runtime binary acted on the script's arguments: {}", trick.stdout);
+        assert!(trick.stderr.contains("refusing to run") || trick.stdout.contains("refusing to run"), "{} {}", trick.stdout, trick.stderr);
         c.ctr(&["task", "exec", "--exec-id", &format!("plain{n}"), "victim", "true"]).ok();
         n += 1;
     }
@@ -77,6 +80,10 @@ fn host_binary_cannot_be_overwritten_through_proc_exe() {
     assert!(field("path-opened") >= 1, "the interpreter trick never exposed the binary: {report}");
     assert_eq!(field("path-read-only"), field("path-opened"), "reachable on a writable mount: {report}");
     assert!(!report.contains("writable mount"), "{report}");
+    // From a user namespace of its own the container cleared the mount's read-only flag: the
+    // binary stays read-only below the mount. And run with the shim's command line, it refuses.
+    assert_eq!(field("unlocked"), 0, "{report}");
+    assert_eq!(field("acted"), 0, "{report}");
     assert_eq!(Sha256::digest(std::fs::read(&binary).unwrap()), before, "the shim binary changed");
     c.remove("victim");
     c.assert_no_leftovers();

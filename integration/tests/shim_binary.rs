@@ -77,11 +77,48 @@ fn start_prints_only_the_reply_and_groups() {
     assert!(second.status.success() && second.stderr.is_empty(), "{second:?}");
     assert_eq!(String::from_utf8(second.stdout).unwrap(), reply, "same group, same daemon");
 
-    let record: serde_json::Value = serde_json::from_slice(&std::fs::read(format!("{socket}.myshim.json")).unwrap()).unwrap();
+    let record_file = format!("{socket}.myshim.json");
+    assert_eq!(std::fs::metadata(&record_file).unwrap().mode() & 0o777, 0o600, "the record is root's alone");
+    let record: serde_json::Value = serde_json::from_slice(&std::fs::read(&record_file).unwrap()).unwrap();
     let pid = record["pid"].as_u64().unwrap() as u32;
     leaks::signal(pid, nix::sys::signal::Signal::SIGTERM);
+    // The daemon gives up the socket the moment it decides to exit, while it still sends its last
+    // events: a start right away launches a new daemon instead of finding the leaving one.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Path::new(&socket).exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let third = start("first", &bundles[0]);
+    assert!(third.status.success(), "{third:?}");
+    let successor: serde_json::Value = serde_json::from_slice(&std::fs::read(&record_file).unwrap()).unwrap();
+    let successor = successor["pid"].as_u64().unwrap() as u32;
+    assert_ne!(successor, pid, "the leaving daemon was reused");
     wait_gone(pid);
+    assert!(Path::new(&socket).exists(), "the leaving daemon removed its successor's socket");
+    leaks::signal(successor, nix::sys::signal::Signal::SIGTERM);
+    wait_gone(successor);
     assert!(!Path::new(&socket).exists(), "socket removed on exit");
+}
+
+/// Run as a script's interpreter, the binary refuses to act on the command line, before reading its
+/// standard input or any configuration (a container can make the kernel run it that way).
+#[test]
+fn the_binary_refuses_to_run_as_an_interpreter() {
+    let dir = paths::scratch("interpreter");
+    let script = dir.join("script");
+    std::fs::write(&script, format!("#!{} start\n", paths::shim_binary().display())).unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    // A stdin that never ends: `start` would block reading it.
+    let mut child = Command::new(&script).current_dir(&dir).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "the binary acted as `start` (it waits for stdin)");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("refusing to run: started as the interpreter of"), "{out:?}");
+    assert!(!dir.join("address").exists());
 }
 
 /// `delete` for a bundle that is already gone succeeds quickly with a DeleteResponse, every time.
