@@ -5,6 +5,7 @@
 #     benchmarks: crun 1.21 with its own glibc, the chart, the link order);
 #   - the nightly toolchain and cargo-fuzz (for shim/fuzz);
 #   - containerd 1.6, 1.7 and 2.1 side by side under /opt/myshim (system apt configuration untouched);
+#   - qemu and mmdebstrap, and the guest lane's Debian 12 image (systemd, cgroup v2 only), cached;
 #   - builds the workspace and the busybox image;
 #   - runs a container through myshim on a private containerd of each version.
 # Idempotent: a second run only rebuilds what changed. Run as root from the repository.
@@ -17,7 +18,7 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 packages=(busybox-static runc crun containernetworking-plugins libseccomp-dev pkg-config iproute2 python3 util-linux gcc libc6-dev
-  patchelf python3-matplotlib linux-perf)
+  patchelf python3-matplotlib linux-perf qemu-system-x86 mmdebstrap e2fsprogs)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -29,6 +30,12 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq "${missing[@]}"
 fi
 
+# Debian's qemu-system-x86 replaces a backported qemu-utils: bring qemu-img back (the guest lane's
+# copy-on-write overlay).
+if ! command -v qemu-img >/dev/null; then
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-utils
+fi
+
 echo "== fuzzing tools (nightly toolchain, cargo-fuzz)"
 rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --quiet
@@ -36,6 +43,9 @@ command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --quiet
 echo "== containerd 1.6, 1.7, 2.1; crun 1.21 (benchmarks)"
 integration/scripts/fetch-containerd.sh
 integration/scripts/fetch-crun.sh
+
+echo "== the guest lane's Debian 12 image (systemd, cgroup v2 only; cached)"
+integration/guest/build-image.sh >/dev/null
 
 echo "== building"
 cargo build --workspace --bins --quiet

@@ -148,10 +148,17 @@ impl Containerd {
         command
     }
 
+    /// The `--cgroup` flag of `ctr run` for container `id`: ctr's own default (`/<namespace>/<id>`),
+    /// or a systemd scope under the systemd driver (see [`crate::host`]).
+    pub fn cgroup_flag(&self, id: &str) -> [String; 2] {
+        ["--cgroup".into(), crate::host::cgroups_path(&self.namespace, id)]
+    }
+
     /// `ctr run --runtime io.containerd.myshim.v1 --rm <extra…> busybox <id> <command…>`.
     pub fn run(&self, id: &str, extra: &[&str], command: &[&str]) -> Ctr {
         self.track(id);
-        let mut args = vec!["run", "--runtime", RUNTIME, "--rm"];
+        let cgroup = self.cgroup_flag(id);
+        let mut args = vec!["run", "--runtime", RUNTIME, "--rm", &cgroup[0], &cgroup[1]];
         args.extend_from_slice(extra);
         args.push(image::BUSYBOX);
         args.push(id);
@@ -162,7 +169,8 @@ impl Containerd {
     /// `ctr run -d` of a long-running container.
     pub fn run_detached(&self, id: &str, command: &[&str]) {
         self.track(id);
-        let mut args = vec!["run", "--runtime", RUNTIME, "-d", image::BUSYBOX, id];
+        let cgroup = self.cgroup_flag(id);
+        let mut args = vec!["run", "--runtime", RUNTIME, "-d", &cgroup[0], &cgroup[1], image::BUSYBOX, id];
         args.extend_from_slice(command);
         self.ctr(&args).ok();
     }

@@ -20,10 +20,8 @@ pub fn find(containerd: &Containerd) -> Vec<String> {
     for mount in mounts_under(&containerd.dir) {
         found.push(format!("mount {}", mount.display()));
     }
-    for dir in cgroup_dirs(&containerd.namespace) {
-        for child in subdirectories(&dir) {
-            found.push(format!("cgroup directory {}", child.display()));
-        }
+    for dir in container_groups(&containerd.namespace) {
+        found.push(format!("cgroup directory {}", dir.display()));
     }
     for socket in shim_sockets(containerd) {
         found.push(format!("shim socket {}", socket.display()));
@@ -56,6 +54,12 @@ pub fn remove_containers(namespace: &str, dir: &Path) {
     for dir in cgroup_dirs(namespace) {
         remove_cgroup_tree(&dir);
     }
+    // Scopes the systemd driver made: stopping the unit removes the group.
+    for scope in container_groups(namespace) {
+        if let Some(unit) = scope.file_name().map(|n| n.to_string_lossy().into_owned()).filter(|n| n.ends_with(".scope")) {
+            let _ = std::process::Command::new("systemctl").args(["stop", &unit]).output();
+        }
+    }
 }
 
 fn kill(pid: u32) {
@@ -79,11 +83,34 @@ pub fn shim_processes(containerd: &Containerd) -> Vec<(u32, String)> {
         .collect()
 }
 
-/// Processes in a cgroup below `/<namespace>/` (where ctr puts containers).
+/// Processes in a cgroup below `/<namespace>/` (where ctr puts containers), or in a systemd scope
+/// `<namespace>-<id>.scope` (where the tests put them under the systemd driver).
 pub fn container_processes(namespace: &str) -> Vec<u32> {
-    let needle = format!(":/{namespace}/");
+    let (below, scope) = (format!(":/{namespace}/"), format!("/system.slice/{namespace}-"));
     processes()
-        .filter(|pid| fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|c| c.contains(&needle)))
+        .filter(|pid| fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|c| c.contains(&below) || c.contains(&scope)))
+        .collect()
+}
+
+/// The groups of the namespace's containers that still exist: below `<hierarchy>/<namespace>`, and
+/// systemd scopes `<namespace>-*.scope` in `system.slice`.
+pub fn container_groups(namespace: &str) -> Vec<PathBuf> {
+    let mut groups: Vec<PathBuf> = cgroup_dirs(namespace).iter().flat_map(|dir| subdirectories(dir)).collect();
+    for hierarchy in hierarchies() {
+        let scopes = fs::read_dir(hierarchy.join("system.slice")).into_iter().flatten().flatten().map(|e| e.path());
+        groups.extend(scopes.filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&format!("{namespace}-")))));
+    }
+    groups
+}
+
+/// The mount points of every cgroup hierarchy.
+fn hierarchies() -> Vec<PathBuf> {
+    fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(" - cgroup ") || l.contains(" - cgroup2 "))
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(PathBuf::from)
         .collect()
 }
 
@@ -107,14 +134,7 @@ pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
 /// below it; the runtime removes a container's group but, like runc, not this shared parent, so the
 /// harness removes it once the instance is gone.
 pub fn cgroup_dirs(namespace: &str) -> Vec<PathBuf> {
-    fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains(" - cgroup ") || l.contains(" - cgroup2 "))
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|mount| Path::new(mount).join(namespace))
-        .filter(|dir| dir.exists())
-        .collect()
+    hierarchies().into_iter().map(|mount| mount.join(namespace)).filter(|dir| dir.exists()).collect()
 }
 
 /// Directories directly below `dir` (a cgroup's children).

@@ -11,6 +11,7 @@ pub mod containerd;
 pub mod cri;
 pub mod direct;
 pub mod events;
+pub mod host;
 pub mod image;
 pub mod leaks;
 pub mod paths;

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use myshim_integration::cri::{self, v1, Cri};
-use myshim_integration::{image, leaks, Containerd, Version};
+use myshim_integration::{host, image, leaks, Containerd, Version};
 
 fn wait_for(mut condition: impl FnMut() -> bool, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -16,9 +16,41 @@ fn wait_for(mut condition: impl FnMut() -> bool, what: &str) {
     }
 }
 
-/// The pod's cgroup parent, unique to this test run.
+/// The pod's cgroup parent, unique to this test run: a directory, or, under the systemd driver, a
+/// kubepods-style slice (what kubelet with `cgroupDriver: systemd` sends, and for which containerd's
+/// CRI gives containers systemd cgroups paths `slice:cri-containerd:<id>`).
 fn cgroup_parent(name: &str) -> String {
-    format!("/myshim-cri-{name}-{}", std::process::id())
+    if host::systemd_driver() {
+        format!("kubepods-besteffort-pod{name}x{}.slice", std::process::id())
+    } else {
+        format!("/myshim-cri-{name}-{}", std::process::id())
+    }
+}
+
+/// The parent's directory below a hierarchy's root (a slice's place follows its dashes).
+fn parent_relative(parent: &str) -> String {
+    match parent.strip_suffix(".slice") {
+        Some(stem) => {
+            let parts: Vec<&str> = stem.split('-').collect();
+            (1..=parts.len()).map(|n| format!("{}.slice", parts[..n].join("-"))).collect::<Vec<_>>().join("/")
+        }
+        None => parent.trim_start_matches('/').to_owned(),
+    }
+}
+
+/// The parent's directory in every hierarchy.
+fn parent_dirs(parent: &str) -> Vec<PathBuf> {
+    let hierarchies: Vec<PathBuf> = if host::pure_v2() {
+        vec![PathBuf::from("/sys/fs/cgroup")]
+    } else {
+        ["memory", "pids", "cpu", "freezer"].iter().map(|h| PathBuf::from("/sys/fs/cgroup").join(h)).collect()
+    };
+    hierarchies.into_iter().map(|h| h.join(parent_relative(parent))).collect()
+}
+
+/// The host's pid of a CRI container (its task in containerd's `k8s.io` namespace).
+fn container_pid(c: &Containerd, id: &str) -> u32 {
+    sandbox_pid(c, id)
 }
 
 /// Nothing of the instance's pods is left: shims, container processes, mounts, cgroups below the
@@ -29,8 +61,7 @@ fn assert_pods_gone(c: &Containerd, parent: &str, netns_before: &[String]) {
         let mut left = Vec::new();
         left.extend(leaks::shim_processes(c).into_iter().map(|(pid, cmd)| format!("shim {pid}: {cmd}")));
         left.extend(leaks::mounts_under(&c.dir).into_iter().map(|m| format!("mount {}", m.display())));
-        for hierarchy in ["memory", "pids", "cpu", "freezer"] {
-            let dir = PathBuf::from("/sys/fs/cgroup").join(hierarchy).join(parent.trim_start_matches('/'));
+        for dir in parent_dirs(parent) {
             for child in fs::read_dir(&dir).into_iter().flatten().flatten().filter(|e| e.path().is_dir()) {
                 left.push(format!("cgroup {}", child.path().display()));
             }
@@ -50,6 +81,13 @@ fn netns_now() -> Vec<String> {
 }
 
 fn remove_parent_cgroups(parent: &str) {
+    if parent.ends_with(".slice") {
+        let _ = std::process::Command::new("systemctl").args(["stop", parent]).output();
+        return;
+    }
+    for dir in parent_dirs(parent) {
+        let _ = fs::remove_dir(dir);
+    }
     for hierarchy in fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
         let _ = fs::remove_dir(hierarchy.path().join(parent.trim_start_matches('/')));
     }
@@ -96,8 +134,14 @@ fn pod_lifecycle(version: Version) {
     assert!(stats.cpu.and_then(|c| c.usage_core_nano_seconds).is_some_and(|u| u.value > 0), "cpu stats");
 
     api.update_resources(&app, v1::LinuxContainerResources { memory_limit_in_bytes: 100 << 20, cpu_shares: 256, ..Default::default() }).expect("UpdateContainerResources");
-    let (_, limit, _) = api.exec_sync(&app, &["cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes"]).unwrap();
+    let (_, limit, _) = api.exec_sync(&app, &["sh", "-c", host::MEMORY_LIMIT_INSIDE]).unwrap();
     assert_eq!(limit.trim(), (100u64 << 20).to_string());
+    // The container sits below the pod's parent (in a systemd scope when the parent is a slice).
+    let group = host::process_cgroup(container_pid(&c, &app));
+    assert!(group.starts_with(&format!("/{}/", parent_relative(&parent))), "{group} below {parent}");
+    if host::systemd_driver() {
+        assert!(group.ends_with(&format!("/cri-containerd-{app}.scope")), "{group}");
+    }
 
     api.stop_container(&app, 2).expect("StopContainer");
     assert_eq!(api.container_status(&app).unwrap().state, v1::ContainerState::ContainerExited as i32);
@@ -143,7 +187,7 @@ fn pod_semantics(version: Version) {
         apps.push(id);
     }
     for app in &apps {
-        let (code, out, err) = api.exec_sync(app, &["sh", "-c", "readlink /proc/self/ns/net; readlink /proc/self/ns/ipc; readlink /proc/self/ns/uts; hostname; ps -o args | grep -c '[/]pause'; grep memory /proc/self/cgroup"]).unwrap();
+        let (code, out, err) = api.exec_sync(app, &["sh", "-c", "readlink /proc/self/ns/net; readlink /proc/self/ns/ipc; readlink /proc/self/ns/uts; hostname; ps -o args | grep -c '[/]pause'"]).unwrap();
         assert_eq!(code, 0, "{err}");
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines[0], host_link(pause, "net"), "same network namespace as the pause container");
@@ -151,7 +195,8 @@ fn pod_semantics(version: Version) {
         assert_eq!(lines[2], host_link(pause, "uts"));
         assert_eq!(lines[3], "shared");
         assert_eq!(lines[4], "1", "the pause process is visible in the shared pid namespace: {out}");
-        assert!(lines[5].contains(&parent), "the pod's cgroup parent: {}", lines[5]);
+        let group = host::process_cgroup(container_pid(&c, app));
+        assert!(group.starts_with(&format!("/{}/", parent_relative(&parent))), "the pod's cgroup parent: {group}");
     }
     let shims = leaks::shim_processes(&c);
     assert_eq!(shims.len(), 1, "one shim for the pod: {shims:#?}");

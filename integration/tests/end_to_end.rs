@@ -56,8 +56,9 @@ fn lifecycle(setup: Setup) {
 fn kill_gives_137(setup: Setup) {
     let c = setup.start("kill137");
     c.track("victim");
+    let cgroup = c.cgroup_flag("victim");
     let mut run = c
-        .ctr_command(&["run", "--runtime", RUNTIME, "--rm", image::BUSYBOX, "victim", "sleep", "1000"])
+        .ctr_command(&["run", "--runtime", RUNTIME, "--rm", &cgroup[0], &cgroup[1], image::BUSYBOX, "victim", "sleep", "1000"])
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -171,7 +172,7 @@ fn shim_killed(setup: Setup) {
     c.ctr(&["container", "rm", "orphan"]).ok();
     assert!(leaks::mounts_under(&c.dir).is_empty(), "rootfs unmounted");
     assert!(!c.bundle("orphan").exists(), "bundle (state, log fifo, address) removed");
-    assert!(leaks::cgroup_dirs(&c.namespace).iter().all(|d| !d.join("orphan").exists()), "cgroup removed");
+    assert!(leaks::container_groups(&c.namespace).is_empty(), "cgroup removed");
     let again = c.run("orphan", &[], &["echo", "again"]).ok();
     assert_eq!(again.stdout, "again\n");
     c.assert_no_leftovers();

@@ -97,6 +97,10 @@ pub struct CreateOptions<'a> {
     /// Mounts that make up the root filesystem, mounted at the spec's root path; empty = use that path as is.
     pub rootfs_mounts: &'a [RootfsMount],
     pub stdio: Stdio,
+    /// Who makes the container's cgroup (a systemd-form cgroups path means systemd either way).
+    pub cgroup_driver: cgroups::Driver,
+    /// Descriptors the program gets at 3, 4, … (`--preserve-fds`).
+    pub preserved_fds: Vec<OwnedFd>,
 }
 
 /// A created (or started) container.
@@ -206,6 +210,11 @@ impl Container {
     /// Starts `process` inside the running container: in all of its init's namespaces and its cgroup.
     /// Returns once the program runs (or fails to, with the reason).
     pub fn exec(&self, runtime: &Runtime, process: Process, stdio: Stdio) -> Result<Started> {
+        self.exec_with(runtime, process, stdio, ExecOptions::default())
+    }
+
+    /// [`Container::exec`] with runc's exec options: descriptors for the program, a sub-cgroup.
+    pub fn exec_with(&self, runtime: &Runtime, process: Process, stdio: Stdio, options: ExecOptions) -> Result<Started> {
         let id = &self.state.id;
         let namespaces = self.namespaces_to_join()?;
         let (names, fds): (Vec<String>, Vec<OwnedFd>) = namespaces.into_iter().unzip();
@@ -217,9 +226,14 @@ impl Container {
         crate::process::check_labels(&process)?;
         let oom_score_adj = process.oom_score_adj();
         let plan = ExecPlan { process, seccomp: self.state.seccomp.clone(), namespaces: names };
-        let helper = Helper { mode: MODE_EXEC, stdio: &stdio, oom_score_adj, id_maps: None, hooks: None };
+        let helper = Helper { mode: MODE_EXEC, stdio: &stdio, preserved: &options.preserved_fds, oom_score_adj, id_maps: None, hooks: None };
+        let cgroup = match (&self.state.cgroup, &options.sub_cgroup) {
+            (Some(cgroup), Some(sub)) => Some(cgroup.sub_group(sub)?),
+            (None, Some(sub)) => return Err(Error::State { id: id.clone(), reason: format!("the container has no cgroup for the sub-cgroup {sub:?}") }),
+            (cgroup, None) => cgroup.clone(),
+        };
         let mut pids = Vec::new();
-        match helper.run(runtime, self.state.cgroup.as_ref(), &plan, &raw, &mut pids) {
+        match helper.run(runtime, cgroup.as_ref(), &plan, &raw, &mut pids) {
             Ok((started, _)) => Ok(started),
             Err(e) => {
                 for pid in pids {
@@ -405,7 +419,9 @@ fn create_in(runtime: &Runtime, spec: &Spec, options: &CreateOptions<'_>, undo: 
     // starts up (it joins them itself, see cgroups::join_self).
     let hierarchies = cgroups::hierarchies();
     let (unified, v1): (Vec<_>, Vec<_>) = hierarchies.iter().cloned().partition(|h| h.unified);
-    let mut cgroup = if hierarchies.is_empty() { None } else { Some(Cgroup::create_in(&unified, &cgroups_path, id)?) };
+    // Under systemd the group is a unit that is made holding the helper (after it is spawned).
+    let unit = options.cgroup_driver.unit_for(&cgroups_path, id)?;
+    let mut cgroup = if hierarchies.is_empty() || unit.is_some() { None } else { Some(Cgroup::create_in(&unified, &cgroups_path, id)?) };
     undo.cgroup = cgroup.clone();
 
     let exec_fifo = options.state_dir.join(EXEC_FIFO);
@@ -424,16 +440,25 @@ fn create_in(runtime: &Runtime, spec: &Spec, options: &CreateOptions<'_>, undo: 
     let hook_state = HookState { oci_version: crate::features::OCI_VERSION_MAX, id, status: "creating", pid: 0, bundle: options.bundle, annotations: &annotations };
     let hooks = spec.hooks().as_ref().map(|h| (h, hook_state));
     let oom_score_adj = spec.process().as_ref().and_then(|p| p.oom_score_adj());
-    let helper = Helper { mode: MODE_INIT, stdio: &options.stdio, oom_score_adj, id_maps, hooks };
+    let helper = Helper { mode: MODE_INIT, stdio: &options.stdio, preserved: &options.preserved_fds, oom_score_adj, id_maps, hooks };
     let created_at_clone = clone_time_namespaces(spec)?;
-    let spawned = helper.spawn(runtime, cgroup.as_ref(), created_at_clone, &mut undo.pids)?;
+    let mut spawned = helper.spawn(runtime, cgroup.as_ref(), created_at_clone, &mut undo.pids)?;
 
-    if let Some(cgroup) = cgroup.as_mut() {
+    let resources = linux.and_then(|l| l.resources().as_ref());
+    if let Some(unit) = &unit {
+        cgroups::systemd::start(unit, id, spawned.pid, resources)?;
+        // From here on the unit is ours to stop, whatever happens next.
+        undo.cgroup = Some(Cgroup { path: cgroups_path.clone(), dirs: Vec::new(), unit: Some(unit.clone()) });
+        let placed = Cgroup::of_unit(hierarchies, &cgroups_path, unit)?;
+        undo.cgroup = Some(placed.clone());
+        cgroup = Some(placed);
+        spawned.in_cgroup = true;
+    } else if let Some(cgroup) = cgroup.as_mut() {
         cgroup.extend(Cgroup::create_in(&v1, &cgroups_path, id)?);
         undo.cgroup = Some(cgroup.clone());
-        if let Some(resources) = linux.and_then(|l| l.resources().as_ref()) {
-            cgroup.apply(resources)?;
-        }
+    }
+    if let (Some(cgroup), Some(resources)) = (cgroup.as_ref(), resources) {
+        cgroup.apply(resources)?;
     }
     let plan = InitPlan { spec: spec.clone(), rootfs: rootfs.clone(), exec_fifo, cgroup: cgroup.clone(), created_at_clone: !created_at_clone.is_empty(), runtime_env: hooks::own_environment() };
     let (started, control) = helper.finish(runtime, spawned, cgroup.as_ref(), &plan, &[], &mut undo.pids).map_err(|e| match e {
@@ -462,10 +487,22 @@ fn create_in(runtime: &Runtime, spec: &Spec, options: &CreateOptions<'_>, undo: 
     Ok(state)
 }
 
+/// runc's options for a process joining a container.
+#[derive(Default)]
+pub struct ExecOptions {
+    /// Descriptors the program gets at 3, 4, … (`--preserve-fds`).
+    pub preserved_fds: Vec<OwnedFd>,
+    /// An existing sub-cgroup of the container's to run in (`--cgroup`: `path`, or, on v1,
+    /// `controller[,controller]:path`).
+    pub sub_cgroup: Option<String>,
+}
+
 /// A helper process to start: its mode, stdio, and where it goes before it runs.
 struct Helper<'a> {
     mode: &'static str,
     stdio: &'a Stdio,
+    /// Descriptors for the program (placed at 3, 4, … just before its exec).
+    preserved: &'a [OwnedFd],
     oom_score_adj: Option<i32>,
     /// uid and gid maps for a user namespace the helper creates.
     id_maps: Option<IdMaps<'a>>,
@@ -515,7 +552,9 @@ pub struct Started {
 struct Spawned {
     control: Channel,
     pid: u32,
-    born_in_v2: bool,
+    /// Whether the helper is in the container's v2 group already (born there, or put there by
+    /// systemd), so that it need not be moved.
+    in_cgroup: bool,
 }
 
 /// The new namespaces the init can be born in (clone flags), saving the helper an unshare and, for a
@@ -550,20 +589,21 @@ impl Helper<'_> {
         let stdio = self.stdio;
         let executable = runtime.helper.get()?;
         let v2_dir = born_in.map(Cgroup::open_v2_dir).transpose()?.flatten();
-        let args = ["myshim-init", HELPER_ARG, self.mode];
-        let (pid, born_in_v2) = spawn::spawn_helper(&executable, &args, [&stdio.stdin, &stdio.stdout, &stdio.stderr], &helper_end, v2_dir.as_ref(), namespaces)
+        let preserved = self.preserved.len().to_string();
+        let args = ["myshim-init", HELPER_ARG, self.mode, &preserved];
+        let (pid, born_in_v2) = spawn::spawn_helper(&executable, &args, [&stdio.stdin, &stdio.stdout, &stdio.stderr], &helper_end, self.preserved, v2_dir.as_ref(), namespaces)
             .context(|| format!("start the {} helper {}", self.mode, executable.path().display()))?;
         pids.push(pid);
-        Ok(Spawned { control, pid, born_in_v2 })
+        Ok(Spawned { control, pid, in_cgroup: born_in_v2 })
     }
 
     /// Puts the spawned helper into `cgroup`, sends `plan` (with `fds`), and reads its reports: an init
     /// until it is ready (the channel stays open for start), an exec until the program runs (the
     /// channel closes at its execve).
     fn finish<P: serde::Serialize>(&self, runtime: &Runtime, spawned: Spawned, cgroup: Option<&Cgroup>, plan: &P, fds: &[RawFd], pids: &mut Vec<u32>) -> Result<(Started, Channel)> {
-        let Spawned { mut control, pid: helper_pid, born_in_v2 } = spawned;
+        let Spawned { mut control, pid: helper_pid, in_cgroup } = spawned;
         let v1_tasks = cgroup.map(Cgroup::open_v1_tasks).transpose()?.unwrap_or_default();
-        if let Some(cgroup) = cgroup.filter(|_| !born_in_v2) {
+        if let Some(cgroup) = cgroup.filter(|_| !in_cgroup) {
             cgroup.add_process_v2(helper_pid)?;
         }
         let tasks: Vec<RawFd> = v1_tasks.iter().map(|fd| fd.as_raw_fd()).collect();

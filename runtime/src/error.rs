@@ -16,13 +16,10 @@ pub enum Error {
     #[error("invalid spec: {field}: {reason}")]
     InvalidSpec { field: String, reason: String },
 
-    /// A system call or file operation failed; `context` says on what.
-    #[error("{context}: {source}")]
-    Io {
-        context: String,
-        #[source]
-        source: io::Error,
-    },
+    /// A system call or file operation failed; `context` says on what. (The cause is part of the
+    /// message, not a separate source, so that error chains do not print it twice.)
+    #[error("{context}: {}", lower(source))]
+    Io { context: String, source: io::Error },
 
     /// The container's init reported a failure (for example an executable that does not exist).
     #[error("{0}")]

@@ -21,7 +21,7 @@ pub mod sys;
 mod sysctl;
 pub mod validate;
 
-pub use container::{Container, CreateOptions, Runtime, Started, Stdio};
+pub use container::{Container, CreateOptions, ExecOptions, Runtime, Started, Stdio};
 pub use error::{Error, Result};
 pub use mounts::RootfsMount;
 pub use process::run_helper_if_requested;

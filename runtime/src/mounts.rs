@@ -10,7 +10,7 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Context, Error, Result};
-use crate::mount_api::{set_attributes, MountAttr, MOUNT_ATTR_RDONLY};
+use crate::mount_api::{self, set_attributes, MountAttr, MOUNT_ATTR_RDONLY};
 
 /// One mount of the container's root filesystem, as containerd passes it in Create: `target` is
 /// relative to the rootfs directory (empty = the directory itself).
@@ -30,6 +30,10 @@ pub struct MountOptions {
     /// Flags that a bind mount only honours on a second, remounting call (`ro`, `nosuid`, …).
     pub bind_remount_flags: MsFlags,
     pub propagation: MsFlags,
+    /// Attributes applied to the whole mount tree afterwards (`rro`, `rnosuid`, …: `mount_setattr`
+    /// with `AT_RECURSIVE`), and the options that asked for them.
+    pub recursive: MountAttr,
+    pub recursive_options: Vec<String>,
     pub data: Vec<String>,
 }
 
@@ -39,6 +43,8 @@ impl Default for MountOptions {
             flags: MsFlags::empty(),
             bind_remount_flags: MsFlags::empty(),
             propagation: MsFlags::empty(),
+            recursive: MountAttr::default(),
+            recursive_options: Vec::new(),
             data: Vec::new(),
         }
     }
@@ -52,9 +58,22 @@ impl MountOptions {
             match flag_of(option) {
                 Some((flag, true)) => parsed.flags.remove(flag),
                 Some((flag, false)) => parsed.flags.insert(flag),
-                None => match propagation_of(option) {
-                    Some(p) => parsed.propagation.insert(p),
-                    None => parsed.data.push(option.to_owned()),
+                None => match (propagation_of(option), recursive_attribute_of(option)) {
+                    (Some(p), _) => parsed.propagation.insert(p),
+                    (None, Some((attribute, clears))) => {
+                        // The atime attributes are one field: setting one replaces the others.
+                        if attribute & mount_api::MOUNT_ATTR__ATIME != 0 || attribute == mount_api::MOUNT_ATTR_RELATIME {
+                            parsed.recursive.attr_clr |= mount_api::MOUNT_ATTR__ATIME;
+                        }
+                        if clears {
+                            parsed.recursive.attr_clr |= attribute;
+                            parsed.recursive.attr_set &= !attribute;
+                        } else {
+                            parsed.recursive.attr_set |= attribute;
+                        }
+                        parsed.recursive_options.push(option.to_owned());
+                    }
+                    (None, None) => parsed.data.push(option.to_owned()),
                 },
             }
         }
@@ -109,6 +128,32 @@ fn flag_of(option: &str) -> Option<(MsFlags, bool)> {
         "rbind" => (MsFlags::MS_BIND | MsFlags::MS_REC, false),
         _ => return None,
     })
+}
+
+/// The recursive mount attributes (`rro` … `rnosymfollow`, runc's names): `(attribute, clears)`.
+pub(crate) const RECURSIVE_OPTIONS: &[(&str, u64, bool)] = &[
+    ("rro", mount_api::MOUNT_ATTR_RDONLY, false),
+    ("rrw", mount_api::MOUNT_ATTR_RDONLY, true),
+    ("rnosuid", mount_api::MOUNT_ATTR_NOSUID, false),
+    ("rsuid", mount_api::MOUNT_ATTR_NOSUID, true),
+    ("rnodev", mount_api::MOUNT_ATTR_NODEV, false),
+    ("rdev", mount_api::MOUNT_ATTR_NODEV, true),
+    ("rnoexec", mount_api::MOUNT_ATTR_NOEXEC, false),
+    ("rexec", mount_api::MOUNT_ATTR_NOEXEC, true),
+    ("rnodiratime", mount_api::MOUNT_ATTR_NODIRATIME, false),
+    ("rdiratime", mount_api::MOUNT_ATTR_NODIRATIME, true),
+    ("rrelatime", mount_api::MOUNT_ATTR_RELATIME, false),
+    ("rnorelatime", mount_api::MOUNT_ATTR_RELATIME, true),
+    ("rnoatime", mount_api::MOUNT_ATTR_NOATIME, false),
+    ("ratime", mount_api::MOUNT_ATTR_NOATIME, true),
+    ("rstrictatime", mount_api::MOUNT_ATTR_STRICTATIME, false),
+    ("rnostrictatime", mount_api::MOUNT_ATTR_STRICTATIME, true),
+    ("rnosymfollow", mount_api::MOUNT_ATTR_NOSYMFOLLOW, false),
+    ("rsymfollow", mount_api::MOUNT_ATTR_NOSYMFOLLOW, true),
+];
+
+fn recursive_attribute_of(option: &str) -> Option<(u64, bool)> {
+    RECURSIVE_OPTIONS.iter().find(|(name, _, _)| *name == option).map(|&(_, attribute, clears)| (attribute, clears))
 }
 
 fn propagation_of(option: &str) -> Option<MsFlags> {
@@ -176,6 +221,17 @@ pub fn mount_with_options<T: MountTarget + ?Sized>(kind: &str, source: &str, tar
     if !parsed.propagation.is_empty() {
         let (path, _keep) = target.resolve()?;
         mount(None::<&str>, &path, None::<&str>, parsed.propagation, None::<&str>).context(what)?;
+    }
+    if parsed.recursive != MountAttr::default() {
+        let (path, keep) = target.resolve()?;
+        let fd = match keep {
+            Some(fd) => fd,
+            None => nix::fcntl::open(&path, nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty()).context(what)?,
+        };
+        // Never dropped silently: a kernel that cannot apply them (before 5.12, or an attribute it
+        // does not know) makes the mount fail.
+        set_attributes(fd.as_fd(), true, &parsed.recursive)
+            .map_err(|e| Error::io(format!("{}: apply {} to the whole mount tree", what(), parsed.recursive_options.join(",")), e))?;
     }
     Ok(())
 }
@@ -333,6 +389,17 @@ mod tests {
         assert_eq!(o.data_string().as_deref(), Some("mode=755,size=65536k"));
         let o = MountOptions::parse(&["ro", "rw"]);
         assert!(!o.flags.contains(MsFlags::MS_RDONLY));
+    }
+
+    #[test]
+    fn recursive_attributes_are_options_of_their_own() {
+        let o = MountOptions::parse(&["rbind", "rro", "rnosuid", "rnoatime", "rdev", "size=1m"]);
+        assert_eq!(o.recursive.attr_set, mount_api::MOUNT_ATTR_RDONLY | mount_api::MOUNT_ATTR_NOSUID | mount_api::MOUNT_ATTR_NOATIME);
+        assert_eq!(o.recursive.attr_clr, mount_api::MOUNT_ATTR__ATIME | mount_api::MOUNT_ATTR_NODEV);
+        assert_eq!(o.data, ["size=1m"]);
+        assert_eq!(o.recursive_options, ["rro", "rnosuid", "rnoatime", "rdev"]);
+        // rw after rro clears it again.
+        assert_eq!(MountOptions::parse(&["rro", "rrw"]).recursive.attr_set, 0);
     }
 
     #[test]

@@ -209,6 +209,16 @@ pub(crate) fn set_cloexec(fd: RawFd, cloexec: bool) -> io::Result<()> {
     Ok(())
 }
 
+/// Closes the descriptors `first` to `last` (both included).
+pub(crate) fn close_descriptor_range(first: RawFd, last: RawFd) {
+    if first <= last {
+        // SAFETY: close_range only closes descriptors; callers own everything in the range.
+        unsafe {
+            libc::syscall(libc::SYS_close_range, first as libc::c_uint, last as libc::c_uint, 0 as libc::c_uint);
+        }
+    }
+}
+
 /// Closes every descriptor from `first` up, so nothing of the parent leaks into a container.
 pub(crate) fn close_descriptors_from(first: RawFd) {
     // SAFETY: close_range only closes descriptors; callers own everything at and above `first`.

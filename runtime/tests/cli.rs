@@ -51,6 +51,7 @@ fn run_returns_the_exit_status() {
     // Killed from outside: 128 + SIGKILL.
     b.set_args(&["sleep", "30"]).write_spec();
     let mut run = std::process::Command::new(common::RUNC)
+        .args(common::driver_flag())
         .arg("--root")
         .arg(&b.root)
         .args(["run", "--bundle", b.dir.to_str().unwrap(), &b.id])

@@ -216,6 +216,7 @@ fn update_is_all_or_nothing() {
     b.spec["linux"]["resources"]["pids"] = json!({"limit": 50});
     b.start_detached(&["sleep", "1000"]);
     let read = |hierarchy: &str, file: &str| fs::read_to_string(b.cgroup_dir(hierarchy).join(file)).unwrap().trim().to_owned();
+    let memory_limit = || fs::read_to_string(b.memory_limit_file()).unwrap().trim().to_owned();
     let update = |resources: serde_json::Value| {
         let file = b.dir.join("resources.json");
         fs::write(&file, resources.to_string()).unwrap();
@@ -224,15 +225,31 @@ fn update_is_all_or_nothing() {
     // The memory limit is written first, then the kernel refuses a CPU that does not exist.
     let out = update(json!({"memory": {"limit": 32 << 20}, "cpu": {"cpus": "4095"}}));
     assert!(!out.status.success());
-    assert_eq!(read("memory", "memory.limit_in_bytes"), (64u64 << 20).to_string(), "rolled back");
+    assert_eq!(memory_limit(), (64u64 << 20).to_string(), "rolled back");
     // Swap (memory+swap) below the memory limit: refused up front, naming the field.
     let out = update(json!({"memory": {"limit": 128 << 20, "swap": 96 << 20}}));
     assert!(String::from_utf8_lossy(&out.stderr).contains("linux.resources.memory.swap"), "{out:?}");
-    assert_eq!(read("memory", "memory.limit_in_bytes"), (64u64 << 20).to_string());
+    assert_eq!(memory_limit(), (64u64 << 20).to_string());
     // A good update goes through.
     assert!(update(json!({"memory": {"limit": 128 << 20}, "pids": {"limit": 20}})).status.success());
-    assert_eq!(read("memory", "memory.limit_in_bytes"), (128u64 << 20).to_string());
+    assert_eq!(memory_limit(), (128u64 << 20).to_string());
     assert_eq!(read("pids", "pids.max"), "20");
     assert!(b.runc_detached(&["delete", "--force", &b.id]));
     b.assert_clean();
+}
+
+/// `/proc` and `/sys` only on directories of the image: a symlink there (to anywhere) is refused,
+/// as runc refuses it (CVE-2023-27561 came through a symlinked `/proc`).
+#[test]
+fn proc_and_sys_only_on_ordinary_directories() {
+    for (dir, kind) in [("proc", "proc"), ("sys", "sysfs")] {
+        let mut b = Bundle::new(&format!("link{dir}"));
+        fs::create_dir_all(b.rootfs().join("elsewhere")).unwrap();
+        fs::remove_dir(b.rootfs().join(dir)).unwrap();
+        symlink("/elsewhere", b.rootfs().join(dir)).unwrap();
+        let (code, _, err) = b.sh("true");
+        assert_ne!(code, 0, "{dir} through a symlink was mounted");
+        assert!(err.contains(&format!("mount destination /{dir}")) && err.contains(&format!("{kind} must be mounted on an ordinary directory")), "{err}");
+        b.assert_clean();
+    }
 }

@@ -79,8 +79,13 @@ fn exec_joins_the_container_with_its_own_identity() {
         "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_ERRNO", "errnoRet": 13}]
     });
     let init = b.start_detached(&["sleep", "30"]);
+    // Flags before the container id, as runc takes them (what follows the id is the command).
     let inside = |args: &[&str]| {
-        let out = b.runc(&[&["exec", &b.id][..], args].concat());
+        let (flags, command): (Vec<&str>, Vec<&str>) = match args.first() {
+            Some(&"--process") => (args.to_vec(), vec![]),
+            _ => (vec![], args.to_vec()),
+        };
+        let out = b.runc(&[&["exec"][..], &flags, &[&b.id], &command].concat());
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
@@ -180,6 +185,7 @@ fn hooks_without_env_inherit_it() {
     });
     b.write_spec();
     let out = std::process::Command::new(common::RUNC)
+        .args(common::driver_flag())
         .arg("--root")
         .arg(&b.root)
         .args(["run", "--bundle", b.dir.to_str().unwrap(), &b.id])

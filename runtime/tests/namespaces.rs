@@ -15,7 +15,7 @@ fn host_ns(name: &str) -> String {
 fn new_pid_uts_ipc_net_mount_and_cgroup_namespaces() {
     let mut b = Bundle::new("ns");
     b.spec["linux"]["namespaces"].as_array_mut().unwrap().push(json!({"type": "cgroup"}));
-    let (code, out, err) = b.sh("echo $$; hostname; for n in ipc net mnt uts cgroup; do readlink /proc/self/ns/$n; done; ip -o link | wc -l; grep memory /proc/self/cgroup");
+    let (code, out, err) = b.sh("echo $$; hostname; for n in ipc net mnt uts cgroup; do readlink /proc/self/ns/$n; done; ip -o link | wc -l; grep -E 'memory|^0::' /proc/self/cgroup | head -1");
     assert_eq!(code, 0, "{err}");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines[0], "1", "pid 1 in a new pid namespace");

@@ -70,9 +70,22 @@ fn scheduler_and_io_priority() {
     b.assert_clean();
 }
 
+fn apparmor_enabled() -> bool {
+    std::fs::read_to_string("/sys/module/apparmor/parameters/enabled").is_ok_and(|v| v.starts_with('Y'))
+}
+
+/// A label for an LSM that does not run is an error (runc's messages), never dropped. Where AppArmor
+/// runs (the guest lane's Debian kernel), a profile is applied for real through the verified procfs,
+/// and an unknown one is an error naming the field.
 #[test]
-fn lsm_labels_without_the_lsm_are_errors() {
-    for (field, value, expected) in [("apparmorProfile", "docker-default", "apparmor not supported"), ("selinuxLabel", "system_u:system_r:container_t:s0", "selinux is disabled")] {
+fn lsm_labels_are_applied_or_refused() {
+    let mut cases = vec![("selinuxLabel", "system_u:system_r:container_t:s0", "selinux is disabled")];
+    if apparmor_enabled() {
+        cases.push(("apparmorProfile", "myshim-no-such-profile", "process.apparmorProfile"));
+    } else {
+        cases.push(("apparmorProfile", "docker-default", "apparmor not supported"));
+    }
+    for (field, value, expected) in cases {
         let mut b = Bundle::new("lsm");
         b.spec["process"][field] = json!(value);
         let (code, _, err) = b.sh("true");
@@ -80,6 +93,27 @@ fn lsm_labels_without_the_lsm_are_errors() {
         assert!(err.contains(&format!("process.{field}")) && err.contains(expected), "{err}");
         b.assert_clean();
     }
+    if !apparmor_enabled() {
+        return;
+    }
+    let profile = format!("myshim-test-{}", std::process::id());
+    let load = |args: &[&str], text: &str| {
+        use std::io::Write;
+        let mut child = std::process::Command::new("apparmor_parser").args(args).stdin(std::process::Stdio::piped()).spawn().expect("run apparmor_parser");
+        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        assert!(child.wait().unwrap().success(), "apparmor_parser {args:?}");
+    };
+    let text = format!("profile {profile} flags=(attach_disconnected,mediate_deleted) {{\n  file,\n  capability,\n  network,\n  mount,\n  umount,\n  signal,\n  ptrace,\n  deny /secret r,\n}}\n");
+    load(&["-r"], &text);
+    let mut b = Bundle::new("apparmor");
+    std::fs::write(b.rootfs().join("secret"), "hidden\n").unwrap();
+    b.spec["process"]["apparmorProfile"] = json!(profile);
+    let (code, out, err) = b.sh("cat /proc/self/attr/current; cat /secret 2>&1; true");
+    load(&["-R"], &text);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.starts_with(&format!("{profile} (enforce)")), "the program runs confined: {out}");
+    assert!(out.contains("Permission denied"), "and the profile's rules apply: {out}");
+    b.assert_clean();
 }
 
 #[test]

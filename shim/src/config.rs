@@ -7,11 +7,17 @@
 //! protocol = "grpc"        # or "ttrpc" (default); gRPC only where containerd can hold it
 //! idle_exit_seconds = 30   # a daemon left without containers this long exits
 //! grpc_keepalive = true    # over gRPC, keep a Wait in flight per running container (see keepalive.rs)
+//! cgroup_driver = "systemd"  # or "cgroupfs" (default); runc's `SystemdCgroup = true` means the same
 //! ```
+//!
+//! runc's own options (`containerd.runc.v1.Options`, as Docker and containerd's clients send them for
+//! runc) are understood too: `SystemdCgroup` selects the systemd driver.
 
 use std::path::{Path, PathBuf};
 
+use myshim_protos::containerd::runc::v1::Options as RuncOptions;
 use myshim_protos::runtimeoptions::v1::Options as RuntimeOptions;
+use myshim_runtime::cgroups::Driver;
 use serde::Deserialize;
 
 pub const DEFAULT_PATH: &str = "/etc/myshim/config.toml";
@@ -48,11 +54,22 @@ pub struct Config {
     pub protocol: Protocol,
     pub idle_exit_seconds: u64,
     pub grpc_keepalive: bool,
+    pub cgroup_driver: Option<Driver>,
+    /// runc's name for the same choice (what a CRI handler's options table for runc says).
+    #[serde(rename = "SystemdCgroup")]
+    pub systemd_cgroup: bool,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { protocol: Protocol::Ttrpc, idle_exit_seconds: 30, grpc_keepalive: true }
+        Config { protocol: Protocol::Ttrpc, idle_exit_seconds: 30, grpc_keepalive: true, cgroup_driver: None, systemd_cgroup: false }
+    }
+}
+
+impl Config {
+    /// The cgroup driver: `cgroup_driver` when given, else systemd when `SystemdCgroup` is set.
+    pub fn driver(&self) -> Driver {
+        self.cgroup_driver.unwrap_or(if self.systemd_cgroup { Driver::Systemd } else { Driver::Cgroupfs })
     }
 }
 
@@ -76,8 +93,17 @@ fn from_file(path: &Path) -> Result<Option<Config>, String> {
     }
 }
 
-/// Loads the configuration: runtime options first, then the file.
+/// Loads the configuration: runtime options first, then the file. runc's options choose the cgroup
+/// driver on top of the file.
 pub fn load(options: Option<&prost_types::Any>) -> Result<(Config, Source), String> {
+    if let Some(runc) = options.filter(|o| myshim_protos::any_is::<RuncOptions>(o)) {
+        let runc: RuncOptions = myshim_protos::from_any(runc).map_err(|e| format!("runc options: {e}"))?;
+        let (mut config, source) = load(None)?;
+        if runc.systemd_cgroup {
+            config.cgroup_driver = Some(Driver::Systemd);
+        }
+        return Ok((config, source));
+    }
     if let Some(options) = options.filter(|o| myshim_protos::any_is::<RuntimeOptions>(o)) {
         let options: RuntimeOptions = myshim_protos::from_any(options).map_err(|e| format!("runtime options: {e}"))?;
         if !options.config_body.trim().is_empty() {
@@ -108,9 +134,19 @@ mod tests {
         let c = parse("protocol = \"grpc\"\nidle_exit_seconds = 5\nSystemdCgroup = true\n", "t").unwrap();
         assert_eq!(c.protocol, Protocol::Grpc);
         assert_eq!(c.idle_exit_seconds, 5);
+        assert_eq!(c.driver(), Driver::Systemd);
+        assert_eq!(parse("cgroup_driver = \"cgroupfs\"\nSystemdCgroup = true", "t").unwrap().driver(), Driver::Cgroupfs);
+        assert_eq!(parse("", "t").unwrap().driver(), Driver::Cgroupfs);
+        assert!(parse("cgroup_driver = \"upstart\"", "/etc/x.toml").unwrap_err().contains("upstart"));
         let err = parse("protocol = \"carrier-pigeon\"", "/etc/x.toml").unwrap_err();
         assert!(err.contains("/etc/x.toml") && err.contains("carrier-pigeon"), "{err}");
         assert!(parse("protocol = ", "t").is_err());
+    }
+
+    #[test]
+    fn runc_options_choose_the_driver() {
+        let runc = RuncOptions { systemd_cgroup: true, ..Default::default() };
+        assert_eq!(load(Some(&myshim_protos::to_any(&runc))).unwrap().0.driver(), Driver::Systemd);
     }
 
     #[test]

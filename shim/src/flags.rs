@@ -21,13 +21,15 @@ pub struct Flags {
     pub protocol: Option<String>,
     pub idle_exit_seconds: Option<u64>,
     pub keepalive: bool,
+    /// The cgroup driver (internal: from `start`'s configuration to the daemon).
+    pub cgroup_driver: Option<String>,
     /// `start`, `delete`, or the internal `serve`.
     pub action: Option<String>,
 }
 
 const ACTIONS: &[&str] = &["start", "delete", "serve"];
 const BOOLEANS: &[&str] = &["debug", "v", "version", "info", "keepalive"];
-const WITH_VALUES: &[&str] = &["namespace", "id", "address", "publish-binary", "bundle", "socket", "protocol", "idle-exit"];
+const WITH_VALUES: &[&str] = &["namespace", "id", "address", "publish-binary", "bundle", "socket", "protocol", "idle-exit", "cgroup-driver"];
 
 pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Flags, String> {
     let mut flags = Flags::default();
@@ -74,6 +76,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Flags, String> {
             "bundle" => flags.bundle = Some(value.into()),
             "socket" => flags.socket = Some(value.into()),
             "protocol" => flags.protocol = Some(value),
+            "cgroup-driver" => flags.cgroup_driver = Some(value),
             "idle-exit" => flags.idle_exit_seconds = Some(value.parse().map_err(|_| format!("invalid value {value:?} for flag -idle-exit"))?),
             _ => {}
         }
@@ -83,7 +86,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Flags, String> {
 
 /// The daemon's arguments: the same identity, its socket, protocol and idle exit, and the internal
 /// action.
-pub fn for_daemon(flags: &Flags, socket: &std::path::Path, protocol: &str, idle_exit_seconds: u64, keepalive: bool) -> Vec<String> {
+pub fn for_daemon(flags: &Flags, socket: &std::path::Path, protocol: &str, idle_exit_seconds: u64, keepalive: bool, cgroup_driver: &str) -> Vec<String> {
     let mut args = vec![
         "-namespace".into(),
         flags.namespace.clone(),
@@ -99,6 +102,8 @@ pub fn for_daemon(flags: &Flags, socket: &std::path::Path, protocol: &str, idle_
         protocol.to_owned(),
         "-idle-exit".into(),
         idle_exit_seconds.to_string(),
+        "-cgroup-driver".into(),
+        cgroup_driver.to_owned(),
     ];
     if flags.debug {
         args.push("-debug".into());
@@ -152,7 +157,8 @@ mod tests {
     #[test]
     fn daemon_arguments_round_trip() {
         let f = parse_str("-namespace n -address /a -publish-binary /p -id i -debug start");
-        let daemon = parse(for_daemon(&f, std::path::Path::new("/run/containerd/s/x"), "grpc", 7, true)).unwrap();
+        let daemon = parse(for_daemon(&f, std::path::Path::new("/run/containerd/s/x"), "grpc", 7, true, "systemd")).unwrap();
+        assert_eq!(daemon.cgroup_driver.as_deref(), Some("systemd"));
         assert_eq!(daemon.namespace, "n");
         assert_eq!(daemon.socket, Some(PathBuf::from("/run/containerd/s/x")));
         assert_eq!(daemon.action.as_deref(), Some("serve"));

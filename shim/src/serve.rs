@@ -73,7 +73,11 @@ async fn run(flags: &Flags, protocol: Protocol, listener: UnixListener, idle_exi
     SigSet::from(Signal::SIGTERM).thread_unblock().context("let SIGTERM in")?;
 
     let (queue, receiver) = events::queue();
-    let core = TaskCore::new(queue, flags.namespace.clone());
+    let driver = match flags.cgroup_driver.as_deref() {
+        None => Default::default(),
+        Some(name) => myshim_runtime::cgroups::Driver::from_name(name).ok_or_else(|| anyhow!("unknown -cgroup-driver {name:?}"))?,
+    };
+    let core = TaskCore::new(queue, flags.namespace.clone(), driver);
     if flags.keepalive {
         keepalive::start(core.events(), flags.address.clone(), flags.namespace.clone());
     }

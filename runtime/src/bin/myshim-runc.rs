@@ -1,9 +1,9 @@
 //! `myshim-runc`: runc's command line over the myshim runtime library, so that tools which drive runc
 //! (containerd's `io.containerd.runc.v2` shim, OCI conformance suites) can drive this runtime.
 //!
-//! Global flags: `--root`, `--log`, `--log-format text|json`, `--debug` (and runc's `--systemd-cgroup`,
-//! refused: this runtime drives cgroupfs). Verbs: create, start, run, state, kill, delete, exec, ps,
-//! pause, resume, update, features.
+//! Global flags: `--root`, `--log`, `--log-format text|json`, `--debug`, `--systemd-cgroup` (the
+//! systemd cgroup driver; a `slice:prefix:name` cgroups path selects it anyway). Verbs: create, start,
+//! run, state, kill, delete, exec, ps, pause, resume, update, features.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context, Result};
-use myshim_runtime::{spec, state, sys, Container, CreateOptions, Runtime, Stdio};
+use myshim_runtime::{cgroups, spec, state, sys, Container, CreateOptions, Runtime, Stdio};
 
 const DEFAULT_ROOT: &str = "/run/myshim-runc";
 
@@ -28,7 +28,8 @@ fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             global.log_error(&format!("{e:#}"));
-            eprintln!("myshim-runc: {e:#}");
+            // "error" as runc's messages have it: tools look for the word.
+            eprintln!("myshim-runc: error: {e:#}");
             ExitCode::from(1)
         }
     }
@@ -108,16 +109,30 @@ impl Args {
         }
     }
 
-    /// Everything left, in order (the command of `exec`).
-    fn rest(self) -> Vec<String> {
-        self.items.into_iter().skip_while(|a| a == "--").collect()
+    /// Takes off what follows the first positional argument (for `exec`: the command after the
+    /// container id, whose own flags, `sh -c` say, are not ours). `value_flags` take a value.
+    fn take_after_positional(&mut self, value_flags: &[&str]) -> Vec<String> {
+        let mut i = 0;
+        while i < self.items.len() {
+            let item = &self.items[i];
+            if item == "--" {
+                self.items.remove(i);
+                break;
+            }
+            if !item.starts_with('-') || item == "-" {
+                break;
+            }
+            i += if value_flags.contains(&item.as_str()) { 2 } else { 1 };
+        }
+        if i + 1 >= self.items.len() {
+            return Vec::new();
+        }
+        let rest = self.items.split_off(i + 1);
+        rest.into_iter().skip_while(|a| a == "--").collect()
     }
 }
 
 fn run(global: &Global, mut args: Args) -> Result<u8> {
-    if global.systemd_cgroup {
-        bail!("--systemd-cgroup: this runtime manages cgroups through cgroupfs only");
-    }
     let verb = args.positional("a command (create, start, run, state, kill, delete, exec, ps, pause, resume, update, features)")?;
     match verb.as_str() {
         "create" => {
@@ -228,6 +243,7 @@ struct CreateFlags {
     bundle: PathBuf,
     pid_file: Option<PathBuf>,
     console_socket: Option<PathBuf>,
+    preserve_fds: usize,
 }
 
 impl CreateFlags {
@@ -239,9 +255,28 @@ impl CreateFlags {
         // runc's --no-pivot would chroot: this runtime always pivots, so the flag is accepted and has no effect.
         args.switch(&["--no-pivot"]);
         args.switch(&["--no-new-keyring"]);
-        args.flag(&["--preserve-fds"]);
-        Ok(CreateFlags { bundle, pid_file, console_socket })
+        let preserve_fds = preserve_fds(args)?;
+        Ok(CreateFlags { bundle, pid_file, console_socket, preserve_fds })
     }
+}
+
+/// `--preserve-fds N`: how many descriptors after stdio the program gets.
+fn preserve_fds(args: &mut Args) -> Result<usize> {
+    match args.flag(&["--preserve-fds"]) {
+        Some(n) => n.parse().with_context(|| format!("--preserve-fds {n:?}: not a number")),
+        None => Ok(0),
+    }
+}
+
+/// This process's descriptors 3 … 3+count-1, for the program.
+fn preserved_descriptors(count: usize) -> Result<Vec<OwnedFd>> {
+    (0..count as i32)
+        .map(|i| {
+            // SAFETY: the descriptor is only borrowed to duplicate it; the caller handed it to us to pass on.
+            let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(3 + i) };
+            fd.try_clone_to_owned().with_context(|| format!("--preserve-fds: descriptor {} is not open", 3 + i))
+        })
+        .collect()
 }
 
 fn own_stdio() -> Result<Stdio> {
@@ -254,7 +289,9 @@ fn own_stdio() -> Result<Stdio> {
 
 fn create(global: &Global, id: &str, flags: &CreateFlags) -> Result<Container> {
     fs::create_dir_all(&global.root).with_context(|| format!("create root {}", global.root.display()))?;
-    let options = CreateOptions { id, bundle: &flags.bundle, state_dir: state::dir_in_root(&global.root, id)?, rootfs_mounts: &[], stdio: own_stdio()? };
+    let cgroup_driver = if global.systemd_cgroup { cgroups::Driver::Systemd } else { cgroups::Driver::Cgroupfs };
+    let preserved_fds = preserved_descriptors(flags.preserve_fds)?;
+    let options = CreateOptions { id, bundle: &flags.bundle, state_dir: state::dir_in_root(&global.root, id)?, rootfs_mounts: &[], stdio: own_stdio()?, cgroup_driver, preserved_fds };
     let mut container = Container::create(&Runtime::default(), options)?;
     finish_spawn(container.pid(), container.take_console(), flags.pid_file.as_deref(), flags.console_socket.as_deref())?;
     Ok(container)
@@ -286,7 +323,14 @@ fn send_console(master: &OwnedFd, socket: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The flags of `exec` that take a value (everything after the container id is the command).
+const EXEC_VALUE_FLAGS: &[&str] = &[
+    "--process", "-p", "--pid-file", "--console-socket", "--cwd", "--env", "-e", "--user", "-u", "--additional-gids", "-g", "--cap", "-c",
+    "--apparmor", "--process-label", "--cgroup", "--preserve-fds",
+];
+
 fn exec(global: &Global, mut args: Args) -> Result<u8> {
+    let command = args.take_after_positional(EXEC_VALUE_FLAGS);
     let process_file = args.flag(&["--process", "-p"]);
     let detach = args.switch(&["--detach", "-d"]);
     let tty = args.switch(&["--tty", "-t"]);
@@ -295,31 +339,33 @@ fn exec(global: &Global, mut args: Args) -> Result<u8> {
     let cwd = args.flag(&["--cwd"]);
     let env = args.flags(&["--env", "-e"]);
     let user = args.flag(&["--user", "-u"]);
+    let additional_gids = args.flags(&["--additional-gids", "-g"]);
+    let caps = args.flags(&["--cap", "-c"]);
+    let apparmor = args.flag(&["--apparmor"]);
+    let process_label = args.flag(&["--process-label"]);
+    let no_new_privs = args.switch(&["--no-new-privs"]);
+    let sub_cgroup = args.flag(&["--cgroup"]);
+    let preserved_fds = preserved_descriptors(preserve_fds(&mut args)?)?;
     let id = args.positional("container id")?;
     let container = load(global, &id)?;
 
-    let process: oci_spec::runtime::Process = match process_file {
+    let mut process: oci_spec::runtime::Process = match process_file {
         Some(path) => {
+            // As with runc: the process file stands alone (its env is not merged with the spec's).
             let text = fs::read(&path).with_context(|| format!("read {path}"))?;
             serde_json::from_slice(&text).with_context(|| format!("parse {path} (an OCI process)"))?
         }
         None => {
-            let command = args.rest();
             if command.is_empty() {
                 bail!("exec needs --process or a command");
             }
-            // Like runc: the container's own process settings, with this command.
+            // Like runc: the container's own process settings, with this command and the flags below.
             let spec = spec::load(&container.state().bundle)?;
             let mut process = spec.process().clone().ok_or_else(|| anyhow!("the container's spec has no process"))?;
             process.set_args(Some(command));
             process.set_terminal(Some(tty));
             if let Some(cwd) = cwd {
                 process.set_cwd(cwd.into());
-            }
-            if !env.is_empty() {
-                let mut all = process.env().clone().unwrap_or_default();
-                all.extend(env);
-                process.set_env(Some(all));
             }
             if let Some(user) = user {
                 let (uid, gid) = user.split_once(':').unwrap_or((&user, "0"));
@@ -331,15 +377,66 @@ fn exec(global: &Global, mut args: Args) -> Result<u8> {
             process
         }
     };
+    // The spec's variables first, the exec's after them: the later value of a name wins.
+    if !env.is_empty() {
+        let mut all = process.env().clone().unwrap_or_default();
+        all.extend(env);
+        process.set_env(Some(all));
+    }
+    if !additional_gids.is_empty() {
+        let mut identity = process.user().clone();
+        let mut gids = identity.additional_gids().clone().unwrap_or_default();
+        for gid in &additional_gids {
+            gids.push(gid.parse().with_context(|| format!("--additional-gids {gid:?}: not a number"))?);
+        }
+        identity.set_additional_gids(Some(gids));
+        process.set_user(identity);
+    }
+    if !caps.is_empty() {
+        add_capabilities(&mut process, &caps)?;
+    }
+    if let Some(profile) = apparmor {
+        process.set_apparmor_profile(Some(profile));
+    }
+    if let Some(label) = process_label {
+        process.set_selinux_label(Some(label));
+    }
+    if no_new_privs {
+        process.set_no_new_privileges(Some(true));
+    }
     if !detach {
         sys::become_child_subreaper()?;
     }
-    let started = container.exec(&Runtime::default(), process, own_stdio()?)?;
+    let options = myshim_runtime::ExecOptions { preserved_fds, sub_cgroup };
+    let started = container.exec_with(&Runtime::default(), process, own_stdio()?, options)?;
     finish_spawn(started.pid, started.console, pid_file.as_deref(), console_socket.as_deref())?;
     if detach {
         return Ok(0);
     }
     Ok(sys::wait_for_exit(started.pid).context("wait for the process")? as u8)
+}
+
+/// `--cap`: to the bounding, effective and permitted sets; never the inheritable or ambient ones (the
+/// mistake of CVE-2022-29162: a non-root program would keep them across its own execs).
+fn add_capabilities(process: &mut oci_spec::runtime::Process, names: &[String]) -> Result<()> {
+    use oci_spec::runtime::Capability;
+    let parsed: Vec<Capability> = names
+        .iter()
+        .map(|name| {
+            let full = if name.starts_with("CAP_") { name.clone() } else { format!("CAP_{}", name.to_uppercase()) };
+            serde_json::from_value(serde_json::Value::String(full)).map_err(|_| anyhow!("--cap {name:?}: unknown capability"))
+        })
+        .collect::<Result<_>>()?;
+    let mut caps = process.capabilities().clone().unwrap_or_default();
+    let with = |set: &Option<std::collections::HashSet<Capability>>| {
+        let mut set = set.clone().unwrap_or_default();
+        set.extend(parsed.iter().cloned());
+        Some(set)
+    };
+    let (bounding, effective, permitted) = (with(caps.bounding()), with(caps.effective()), with(caps.permitted()));
+    caps.set_bounding(bounding).set_effective(effective).set_permitted(permitted);
+    process.set_capabilities(Some(caps));
+    Ok(())
 }
 
 fn load(global: &Global, id: &str) -> Result<Container> {

@@ -10,6 +10,7 @@
 
 pub mod bpf;
 pub mod stats;
+pub mod systemd;
 pub mod v1;
 pub mod v2;
 
@@ -109,12 +110,52 @@ fn own_cgroup(hierarchy: &Hierarchy) -> String {
         .unwrap_or_else(|| "/".into())
 }
 
+/// Who makes a container's group: the runtime, as directories (cgroupfs), or systemd, as a
+/// transient unit ([`systemd`]). A cgroups path of systemd's form (`slice:prefix:name`) is systemd's
+/// whatever the driver.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Driver {
+    #[default]
+    Cgroupfs,
+    Systemd,
+}
+
+impl Driver {
+    pub fn name(self) -> &'static str {
+        match self {
+            Driver::Cgroupfs => "cgroupfs",
+            Driver::Systemd => "systemd",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Driver> {
+        match name {
+            "cgroupfs" => Some(Driver::Cgroupfs),
+            "systemd" => Some(Driver::Systemd),
+            _ => None,
+        }
+    }
+
+    /// The unit a container's cgroups path names under this driver, or `None` for a cgroupfs path.
+    pub fn unit_for(self, cgroups_path: &str, id: &str) -> Result<Option<systemd::Unit>> {
+        if self == Driver::Systemd || systemd::is_systemd_path(cgroups_path) {
+            systemd::Unit::parse(cgroups_path, id).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+}
+
 /// A container's cgroup: its directory in every hierarchy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cgroup {
     /// The spec's `cgroupsPath` as given (for messages).
     pub path: String,
     pub dirs: Vec<CgroupDir>,
+    /// The transient unit holding the group, when systemd made it.
+    #[serde(default)]
+    pub unit: Option<systemd::Unit>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -130,7 +171,7 @@ impl Cgroup {
     /// what was made is removed again.
     pub fn create_in(hierarchies: &[Hierarchy], cgroups_path: &str, id: &str) -> Result<Cgroup> {
         let requested = if cgroups_path.is_empty() { id } else { cgroups_path };
-        let mut cgroup = Cgroup { path: requested.to_owned(), dirs: Vec::new() };
+        let mut cgroup = Cgroup { path: requested.to_owned(), dirs: Vec::new(), unit: None };
         for hierarchy in hierarchies {
             let path = if requested.starts_with('/') { normalise(requested)? } else { normalise(&format!("{}/{requested}", own_cgroup(hierarchy)))? };
             match create_dir_in(hierarchy, &path) {
@@ -143,6 +184,44 @@ impl Cgroup {
         }
         cgroup.refuse_if_in_use()?;
         Ok(cgroup)
+    }
+
+    /// The group of `unit`, which systemd has just made holding the container's first process: its
+    /// directory in the unified hierarchy and, on a hybrid host, in every v1 hierarchy (those systemd
+    /// does not manage are made here, at the same place, as runc does).
+    pub fn of_unit(hierarchies: &[Hierarchy], cgroups_path: &str, unit: &systemd::Unit) -> Result<Cgroup> {
+        let mut cgroup = Cgroup { path: cgroups_path.to_owned(), dirs: Vec::new(), unit: Some(unit.clone()) };
+        for hierarchy in hierarchies {
+            let dir = systemd::group_dir(unit, &hierarchy.mount_point);
+            if !hierarchy.unified {
+                create_dir_in(hierarchy, &unit.cgroup_path())?;
+            } else if !dir.is_dir() {
+                return Err(Error::io(format!("systemd cgroup driver: unit {}", unit.name), std::io::Error::other(format!("systemd made no group at {}", dir.display()))));
+            }
+            cgroup.dirs.push(CgroupDir { hierarchy: hierarchy.clone(), dir });
+        }
+        Ok(cgroup)
+    }
+
+    /// An existing sub-group of this group, for a process that joins the container there (runc's
+    /// `exec --cgroup`): `path` in every hierarchy, or, on v1, `controller[,controller]:path` for those
+    /// controllers (the others stay in the container's group).
+    pub fn sub_group(&self, spec: &str) -> Result<Cgroup> {
+        let (controllers, path) = match spec.split_once(':') {
+            Some((controllers, path)) => (Some(controllers.split(',').collect::<Vec<_>>()), path),
+            None => (None, spec),
+        };
+        let relative = normalise(path).map_err(|_| Error::spec("--cgroup", format!("{spec:?} does not name a sub-cgroup")))?;
+        let mut sub = Cgroup { path: format!("{}/{}", self.path, relative.trim_start_matches('/')), dirs: Vec::new(), unit: None };
+        for d in &self.dirs {
+            let chosen = controllers.as_ref().is_none_or(|wanted| wanted.iter().any(|c| d.hierarchy.has(c)));
+            let dir = if chosen { d.dir.join(relative.trim_start_matches('/')) } else { d.dir.clone() };
+            if !dir.is_dir() {
+                return Err(Error::spec("--cgroup", format!("{} does not exist (the sub-cgroup must exist)", dir.display())));
+            }
+            sub.dirs.push(CgroupDir { hierarchy: d.hierarchy.clone(), dir });
+        }
+        Ok(sub)
     }
 
     /// A group that already holds processes (or is frozen) belongs to someone else: two containers
@@ -189,7 +268,17 @@ impl Cgroup {
         match self.unified_dir() {
             Some(d) => {
                 let procs = d.dir.join("cgroup.procs");
-                fs::write(&procs, pid.to_string()).context(|| format!("add pid {pid} to {}", procs.display()))
+                fs::write(&procs, pid.to_string()).map_err(|e| {
+                    let context = format!("add pid {pid} to {}", procs.display());
+                    match e.raw_os_error() {
+                        // cgroup v2's rule: a group with processes of its own has no children with controllers.
+                        Some(libc::EOPNOTSUPP | libc::EBUSY) if self.is_v2() => Error::io(
+                            context,
+                            std::io::Error::other("a group above it holds processes, which cgroup v2 does not allow beside child groups (use a cgroupsPath outside any group with processes)"),
+                        ),
+                        _ => Error::io(context, e),
+                    }
+                })
             }
             None => Ok(()),
         }
@@ -270,10 +359,14 @@ impl Cgroup {
     }
 
     /// Changes the resources of a group in use, all or nothing: when one value is refused, those
-    /// written before it are put back.
+    /// written before it are put back. A unit's properties (what systemd keeps, and re-applies) are
+    /// changed once the files took the new values.
     pub fn update(&self, resources: &LinuxResources) -> Result<()> {
         let mut writes = Writes::restorable();
-        let result = self.apply_with(resources, &mut writes);
+        let mut result = self.apply_with(resources, &mut writes);
+        if let (Ok(()), Some(unit)) = (&result, &self.unit) {
+            result = systemd::update(unit, resources);
+        }
         if result.is_err() {
             writes.roll_back();
         }
@@ -282,6 +375,15 @@ impl Cgroup {
 
     fn apply_with(&self, resources: &LinuxResources, writes: &mut Writes) -> Result<()> {
         check_resources(resources)?;
+        // A unit's CPU quota is what systemd keeps (rounded), so that it re-applies the same value.
+        let rounded;
+        let resources = match &self.unit {
+            Some(_) => {
+                rounded = systemd::with_systemd_quota(resources);
+                &rounded
+            }
+            None => resources,
+        };
         if self.dirs.iter().any(|d| !d.hierarchy.unified) {
             v1::apply(self, resources, writes)?;
         }
@@ -316,10 +418,18 @@ impl Cgroup {
     }
 
     /// Kills every process of the group and removes its directories, waiting up to `timeout` for the
-    /// processes to exit. Directories already gone are fine.
+    /// processes to exit; a unit is stopped once its group is empty (and systemd removes it).
+    /// Directories already gone are fine.
     pub fn destroy(&self, timeout: Duration) -> Result<()> {
         if !self.processes().is_empty() {
             self.signal_all(libc::SIGKILL as u32)?;
+        }
+        if let Some(unit) = &self.unit {
+            let deadline = Instant::now() + timeout;
+            while !self.processes().is_empty() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            systemd::stop(unit)?;
         }
         self.remove(timeout)
     }

@@ -61,6 +61,11 @@ impl Channel {
         Channel { socket }
     }
 
+    /// Continues on another socket to the same peer (the old one is closed).
+    pub(crate) fn replace_socket(&mut self, socket: UnixStream) {
+        self.socket = socket;
+    }
+
     pub(crate) fn send<T: Serialize>(&mut self, message: &T) -> io::Result<()> {
         self.send_with_fds(message, &[])
     }

@@ -13,7 +13,7 @@ use super::channel::Channel;
 use super::channel::Report;
 use super::launch::{attach_terminal, become_process, exec_program, Never};
 use super::security::Confinement;
-use super::fork_into_pid_namespace;
+use super::{fork_into_pid_namespace, hand_over_preserved};
 use crate::error::{Context, Error, Result};
 
 /// The process to run; the namespaces come as descriptors with the message, in `namespaces` order.
@@ -26,7 +26,7 @@ pub(crate) struct ExecPlan {
     pub namespaces: Vec<String>,
 }
 
-pub(crate) fn run(channel: &mut Channel) -> Result<Never> {
+pub(crate) fn run(channel: &mut Channel, preserved: usize) -> Result<Never> {
     let (plan, fds): (ExecPlan, Vec<OwnedFd>) = channel
         .receive(None)
         .context(|| "read the exec plan".into())?
@@ -53,6 +53,7 @@ pub(crate) fn run(channel: &mut Channel) -> Result<Never> {
     for warning in warnings {
         channel.send(&Report::Warning(warning)).context(|| "report a warning".into())?;
     }
+    hand_over_preserved(channel, preserved)?;
     exec_program(process, &program)
 }
 

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use super::channel::{Channel, Directive, Report};
 use super::launch::{attach_terminal, become_process, exec_program, Never};
 use super::security::Confinement;
-use super::{clone_flag, fork_into_pid_namespace};
+use super::{clone_flag, fork_into_pid_namespace, hand_over_preserved};
 use crate::cgroups::Cgroup;
 use crate::hooks::DirectWaiter;
 use crate::error::{Context, Error, Result};
@@ -54,7 +54,7 @@ fn state_with_status(state: &str, status: &str) -> Vec<u8> {
     serde_json::to_vec(&value).unwrap_or_default()
 }
 
-pub(crate) fn run(channel: &mut Channel) -> Result<Never> {
+pub(crate) fn run(channel: &mut Channel, preserved: usize) -> Result<Never> {
     let (plan, _): (InitPlan, _) = channel
         .receive(None)
         .context(|| "read the init plan".into())?
@@ -103,6 +103,7 @@ pub(crate) fn run(channel: &mut Channel) -> Result<Never> {
         let env = process.env().clone().unwrap_or_default();
         crate::hooks::run(list, "startContainer", &state_with_status(state, "created"), &env, &DirectWaiter)?;
     }
+    hand_over_preserved(channel, preserved)?;
     exec_program(process, &program)
 }
 

@@ -22,7 +22,7 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 /// Finds the program as execvp would, inside the container, with the messages runc gives.
 pub(crate) fn find_program(process: &Process) -> Result<PathBuf> {
     let name = process.args().as_ref().and_then(|a| a.first()).ok_or_else(|| Error::spec("process.args", "must name the program to run"))?;
-    let env = process.env().clone().unwrap_or_default();
+    let env = effective_env(process.env().as_deref().unwrap_or(&[]));
     use std::os::unix::fs::PermissionsExt;
     let executable = |p: &Path| std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
     if name.contains('/') {
@@ -118,10 +118,24 @@ pub(crate) fn become_process(process: &Process, confinement: &Confinement<'_>, w
     Ok(program)
 }
 
+/// The environment as the program gets it: a variable given twice has its last value, at its first
+/// place (runc sets them one after the other), so a value given for an exec overrides the spec's.
+pub(crate) fn effective_env(env: &[String]) -> Vec<String> {
+    let mut result: Vec<String> = Vec::with_capacity(env.len());
+    for entry in env {
+        let key = entry.split_once('=').map_or(entry.as_str(), |(k, _)| k);
+        match result.iter_mut().find(|e| e.split_once('=').map_or(e.as_str(), |(k, _)| k) == key) {
+            Some(existing) => existing.clone_from(entry),
+            None => result.push(entry.clone()),
+        }
+    }
+    result
+}
+
 /// Replaces this process with the program, with the process's arguments and environment.
 pub(crate) fn exec_program(process: &Process, program: &Path) -> Result<Never> {
     let args = process.args().clone().unwrap_or_default();
-    let env = process.env().clone().unwrap_or_default();
+    let env = effective_env(process.env().as_deref().unwrap_or(&[]));
     let c_program = CString::new(program.as_os_str().as_bytes()).map_err(|_| Error::spec("process.args[0]", "contains NUL"))?;
     let c_args = to_cstrings(&args, "process.args")?;
     let c_env = to_cstrings(&env, "process.env")?;
@@ -146,4 +160,15 @@ fn reset_signals() {
         }
     }
     let _ = SigSet::empty().thread_set_mask();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_last_value_of_a_variable_wins() {
+        let env: Vec<String> = ["PATH=/bin", "A=spec", "B=1", "A=exec"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(effective_env(&env), ["PATH=/bin", "A=exec", "B=1"]);
+    }
 }

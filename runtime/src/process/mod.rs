@@ -68,18 +68,21 @@ pub fn run_helper_if_requested() {
         return;
     }
     let mode = args.next().and_then(|m| m.into_string().ok()).unwrap_or_default();
+    let preserved: usize = args.next().and_then(|n| n.into_string().ok()?.parse().ok()).unwrap_or(0).min(spawn::MAX_PRESERVED_FDS);
     // spawn_helper exec'd us with every signal blocked.
     let _ = nix::sys::signal::SigSet::empty().thread_set_mask();
     // SAFETY: descriptor 3 was placed there by spawn_helper and belongs to this process alone.
     let control = unsafe { UnixStream::from_raw_fd(CONTROL_FD) };
-    crate::sys::close_descriptors_from(CONTROL_FD + 1);
+    // Nothing of the caller but stdio, the channel and the descriptors it preserves for the program.
+    crate::sys::close_descriptor_range(CONTROL_FD + 1, spawn::PRESERVED_FD_BASE - 1);
+    crate::sys::close_descriptors_from(spawn::PRESERVED_FD_BASE + preserved as i32);
     // dup2 cleared close-on-exec; the user's program must not inherit the channel, and its closing at
     // exec is how the runtime learns the exec happened.
     let _ = crate::sys::set_cloexec(CONTROL_FD, true);
     let mut channel = Channel::from_stream(control);
     let result = prepare().and_then(|()| join_cgroup(&mut channel)).and_then(|()| match mode.as_str() {
-        MODE_INIT => init::run(&mut channel),
-        MODE_EXEC => exec::run(&mut channel),
+        MODE_INIT => init::run(&mut channel, preserved),
+        MODE_EXEC => exec::run(&mut channel, preserved),
         other => Err(Error::Init(format!("unknown helper mode {other:?}"))),
     });
     let error = match result {
@@ -129,6 +132,28 @@ pub(crate) fn fork_into_pid_namespace(channel: &mut Channel) -> Result<()> {
             std::process::exit(0);
         }
     }
+}
+
+/// Just before the exec: the descriptors preserved for the program go to 3, 4, … (where `--preserve-fds`
+/// promises them), and the control channel, close-on-exec, moves above them.
+pub(crate) fn hand_over_preserved(channel: &mut Channel, count: usize) -> Result<()> {
+    if count == 0 {
+        return Ok(());
+    }
+    let moved = crate::sys::dup_above(CONTROL_FD, spawn::PRESERVED_FD_BASE + count as i32).context(|| "move the control channel".into())?;
+    channel.replace_socket(UnixStream::from(moved));
+    for i in 0..count as i32 {
+        let (from, to) = (spawn::PRESERVED_FD_BASE + i, CONTROL_FD + i);
+        // SAFETY: dup2 and close on descriptor numbers this process owns (placed by spawn_helper); dup2
+        // leaves the target without close-on-exec, so the program inherits it.
+        unsafe {
+            if libc::dup2(from, to) < 0 {
+                return Err(Error::io(format!("place preserved descriptor {to}"), std::io::Error::last_os_error()));
+            }
+            libc::close(from);
+        }
+    }
+    Ok(())
 }
 
 pub(crate) fn clone_flag(typ: LinuxNamespaceType) -> Result<CloneFlags> {

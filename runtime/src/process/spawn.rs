@@ -21,22 +21,31 @@ pub(crate) const CONTROL_FD: RawFd = 3;
 /// child can never overwrite one that still has to be moved.
 const STAGING_FLOOR: RawFd = 64;
 
-/// Most descriptors a spawn can place (stdio, control, a logger's three pipes).
-const MAX_PLACED: usize = 8;
+/// Where a helper finds the descriptors its caller preserves for the program (`--preserve-fds`), until
+/// it puts them at 3, 4, … just before the exec.
+pub(crate) const PRESERVED_FD_BASE: RawFd = 10;
+/// Most descriptors a program can be given that way (they stay below the staging floor).
+pub const MAX_PRESERVED_FDS: usize = 32;
 
 /// Starts the helper binary `exe` with `args` and an empty environment; the child gets `stdio` at 0,
-/// 1, 2 and `control` at [`CONTROL_FD`], is born in the new `namespaces`, and in the v2 cgroup `cgroup`
-/// (a directory) where the kernel can do that. Returns the child's pid and whether it was born there.
+/// 1, 2, `control` at [`CONTROL_FD`] and `preserved` from [`PRESERVED_FD_BASE`] on, is born in the new
+/// `namespaces`, and in the v2 cgroup `cgroup` (a directory) where the kernel can do that. Returns the
+/// child's pid and whether it was born there.
 pub(crate) fn spawn_helper(
     exe: &HelperExecutable,
     args: &[&str],
     stdio: [&OwnedFd; 3],
     control: &OwnedFd,
+    preserved: &[OwnedFd],
     cgroup: Option<&OwnedFd>,
     namespaces: CloneFlags,
 ) -> io::Result<(u32, bool)> {
+    if preserved.len() > MAX_PRESERVED_FDS {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("{} descriptors to preserve: at most {MAX_PRESERVED_FDS}", preserved.len())));
+    }
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-    let placed = [(stdio[0], 0), (stdio[1], 1), (stdio[2], 2), (control, CONTROL_FD)];
+    let mut placed = vec![(stdio[0], 0), (stdio[1], 1), (stdio[2], 2), (control, CONTROL_FD)];
+    placed.extend(preserved.iter().zip(PRESERVED_FD_BASE..));
     let fd = exe.raw_fd()?;
     let program = || Program::Descriptor(fd);
     if let Some(cgroup) = cgroup {
@@ -80,9 +89,6 @@ enum Program<'a> {
 }
 
 fn start(program: Program, args: &[String], env: &[String], placed: &[(&OwnedFd, RawFd)], birthplace: Birthplace) -> io::Result<u32> {
-    if placed.len() > MAX_PLACED {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "too many descriptors to place"));
-    }
     let c = |s: &[u8]| CString::new(s).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "argument contains NUL"));
     let args: Vec<CString> = args.iter().map(|a| c(a.as_bytes())).collect::<io::Result<_>>()?;
     let env: Vec<CString> = env.iter().map(|e| c(e.as_bytes())).collect::<io::Result<_>>()?;
@@ -93,11 +99,8 @@ fn start(program: Program, args: &[String], env: &[String], placed: &[(&OwnedFd,
 
     // Staged copies are close-on-exec in this process; dup2 in the child clears the flag on the target.
     let staged: Vec<OwnedFd> = placed.iter().map(|(fd, _)| dup_above(fd.as_raw_fd(), STAGING_FLOOR)).collect::<io::Result<_>>()?;
-    let mut moves = [(-1, -1); MAX_PLACED];
-    for (i, ((_, target), staged)) in placed.iter().zip(&staged).enumerate() {
-        moves[i] = (staged.as_raw_fd(), *target);
-    }
-    clone_and_exec(program, &argv, &envp, &moves[..placed.len()], birthplace)
+    let moves: Vec<(RawFd, RawFd)> = placed.iter().zip(&staged).map(|((_, target), staged)| (staged.as_raw_fd(), *target)).collect();
+    clone_and_exec(program, &argv, &envp, &moves, birthplace)
 }
 
 /// `struct clone_args` of `clone3(2)` (the fields up to `cgroup`, kernel 5.7).

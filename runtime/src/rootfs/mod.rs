@@ -35,7 +35,7 @@ pub(crate) fn prepare(spec: &Spec, rootfs: &Path, cgroup: Option<&Cgroup>, befor
         .unwrap_or(MsFlags::MS_SLAVE);
     mount(None::<&str>, "/", None::<&str>, propagation | MsFlags::MS_REC, None::<&str>)
         .context(|| "set propagation of / in the container's mount namespace".into())?;
-    // pivot_root needs the new root to be a mount point whose parent mount is not shared.
+    // pivot_root needs the new root and its parent mount not to be shared.
     make_parent_mount_private(rootfs)?;
     mount(Some(rootfs), rootfs, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
         .context(|| format!("bind mount the rootfs {} onto itself", rootfs.display()))?;
@@ -96,9 +96,11 @@ fn propagation_flags(name: &str) -> Result<MsFlags> {
     })
 }
 
-/// Makes the mount that holds `path` private (only in this namespace), so `pivot_root` accepts it.
+/// Makes the mount that holds `path` private (only in this namespace), so `pivot_root` accepts it:
+/// the longest mount point that is a prefix of `path`, `path` itself included (containerd mounts the
+/// overlay on the rootfs directory, and under `rshared` propagation that mount is shared).
 fn make_parent_mount_private(path: &Path) -> Result<()> {
-    let mut candidate = path.parent().unwrap_or(Path::new("/")).to_path_buf();
+    let mut candidate = path.to_path_buf();
     let mounts = crate::mounts::mounts_under(Path::new("/"))?;
     loop {
         if mounts.iter().any(|m| m == &candidate) {
@@ -121,6 +123,14 @@ fn mount_in_root(root: &OwnedFd, m: &Mount, cgroup: Option<&Cgroup>) -> Result<(
 
     if kind == "cgroup" {
         return mount_cgroups(root, destination, &parsed, cgroup);
+    }
+    // proc and sysfs only on a directory of the image, never through a symlink or onto a file (runc's
+    // rule: a symlinked /proc could put them elsewhere).
+    if matches!(kind, "proc" | "sysfs") {
+        if let Some(found) = resolve::kind_in_root(root, destination)?.filter(|k| *k != nix::sys::stat::SFlag::S_IFDIR) {
+            let what = if found == nix::sys::stat::SFlag::S_IFLNK { "a symlink" } else { "not a directory" };
+            return Err(Error::spec(format!("mount destination {}", destination.display()), format!("{kind} must be mounted on an ordinary directory; in the image it is {what}")));
+        }
     }
     let is_bind = parsed.is_bind() || kind == "bind";
     // A bind mount of a file needs a file to land on; everything else lands on a directory.

@@ -18,6 +18,18 @@ pub(crate) enum Create {
     File,
 }
 
+/// `openat2`, retried while the kernel answers EAGAIN: with `RESOLVE_IN_ROOT`, a `..` resolved while
+/// anything on the host is renamed or mounted makes it give up rather than risk an escape.
+fn openat2_retrying(dirfd: std::os::fd::BorrowedFd<'_>, path: &Path, how: OpenHow) -> nix::Result<OwnedFd> {
+    let mut attempts = 0;
+    loop {
+        match openat2(dirfd, path, how) {
+            Err(Errno::EAGAIN) if attempts < 100 => attempts += 1,
+            other => return other,
+        }
+    }
+}
+
 fn how(flags: OFlag) -> OpenHow {
     OpenHow::new()
         .flags(flags | OFlag::O_CLOEXEC)
@@ -56,13 +68,13 @@ fn ensure_following(root: &OwnedFd, path: &Path, create: Create, links: usize) -
         let want_dir = !last || create == Create::Directory;
         for attempt in 0..2 {
             let flags = OFlag::O_PATH | if want_dir { OFlag::O_DIRECTORY } else { OFlag::empty() };
-            match openat2(root.as_fd(), &partial, how(flags)) {
+            match openat2_retrying(root.as_fd(), &partial, how(flags)) {
                 Ok(fd) if last => return Ok(fd),
                 Ok(_) => break,
                 Err(Errno::ENOENT) if attempt == 0 => {
                     let parent: PathBuf = components[..i - 1].iter().collect();
                     let parent = if parent.as_os_str().is_empty() { PathBuf::from(".") } else { parent };
-                    let parent_fd = openat2(root.as_fd(), &parent, how(OFlag::O_PATH | OFlag::O_DIRECTORY))
+                    let parent_fd = openat2_retrying(root.as_fd(), &parent, how(OFlag::O_PATH | OFlag::O_DIRECTORY))
                         .map_err(|e| resolve_error(path, e))?;
                     let name = components[i - 1].as_os_str();
                     if let Ok(target) = nix::fcntl::readlinkat(parent_fd.as_fd(), name) {
@@ -93,7 +105,19 @@ fn ensure_following(root: &OwnedFd, path: &Path, create: Create, links: usize) -
 pub(crate) fn open_path(root: &OwnedFd, path: &Path) -> Result<OwnedFd> {
     let rel = relative(path);
     let rel = if rel.as_os_str().is_empty() { PathBuf::from(".") } else { rel };
-    openat2(root.as_fd(), &rel, how(OFlag::O_PATH)).map_err(|e| resolve_error(path, e))
+    openat2_retrying(root.as_fd(), &rel, how(OFlag::O_PATH)).map_err(|e| resolve_error(path, e))
+}
+
+/// What `path` inside `root` is, without following a symlink in its last component (its parents
+/// resolve inside the root); `None` when it does not exist.
+pub(crate) fn kind_in_root(root: &OwnedFd, path: &Path) -> Result<Option<nix::sys::stat::SFlag>> {
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else { return Ok(Some(nix::sys::stat::SFlag::S_IFDIR)) };
+    let Some(parent) = open_if_present(root, parent)? else { return Ok(None) };
+    match nix::sys::stat::fstatat(parent.as_fd(), name, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW) {
+        Ok(stat) => Ok(Some(nix::sys::stat::SFlag::from_bits_truncate(stat.st_mode & libc::S_IFMT))),
+        Err(Errno::ENOENT) => Ok(None),
+        Err(e) => Err(resolve_error(path, e)),
+    }
 }
 
 /// Opens `path` inside `root` like [`open_path`]; `None` when it does not exist.

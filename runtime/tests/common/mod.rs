@@ -13,16 +13,39 @@ use serde_json::{json, Value};
 
 pub const RUNC: &str = env!("CARGO_BIN_EXE_myshim-runc");
 
-/// A pristine busybox root filesystem, built once into the target directory.
+/// A pristine busybox root filesystem, built once into the target directory and shared by every test
+/// binary (and run) afterwards; built beside and renamed into place, as test binaries run in parallel.
 fn busybox_rootfs() -> &'static Path {
     static ROOTFS: OnceLock<PathBuf> = OnceLock::new();
     ROOTFS.get_or_init(|| {
-        let dir = Path::new(RUNC).parent().unwrap().join(format!("busybox-rootfs-{}", std::process::id()));
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../integration/scripts/build-image.py");
-        let status = Command::new("python3").arg(script).arg("--rootfs").arg(&dir).status().expect("run build-image.py");
-        assert!(status.success(), "build the busybox rootfs");
+        let dir = Path::new(RUNC).parent().unwrap().join("busybox-rootfs");
+        if !dir.join("bin/busybox").exists() {
+            let building = dir.with_extension(std::process::id().to_string());
+            let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../integration/scripts/build-image.py");
+            let status = Command::new("python3").arg(script).arg("--rootfs").arg(&building).status().expect("run build-image.py");
+            assert!(status.success(), "build the busybox rootfs");
+            if fs::rename(&building, &dir).is_err() {
+                let _ = fs::remove_dir_all(&building);
+            }
+        }
         dir
     })
+}
+
+/// Whether this host has only cgroup v2 (else: the v1 hybrid layout of the development machines).
+pub fn pure_v2() -> bool {
+    Path::new("/sys/fs/cgroup/cgroup.controllers").exists()
+}
+
+/// Whether the tests run under the systemd cgroup driver (`MYSHIM_TEST_CGROUP_DRIVER=systemd`, what
+/// the guest lane sets on its systemd host).
+pub fn systemd_driver() -> bool {
+    std::env::var("MYSHIM_TEST_CGROUP_DRIVER").is_ok_and(|d| d == "systemd")
+}
+
+/// The unit the systemd driver makes for container `id` of these tests.
+pub fn unit_of(id: &str) -> String {
+    format!("myshim-test-{id}.scope")
 }
 
 /// A bad-spec case: its name, how it spoils the spec, and the field its error must name.
@@ -74,7 +97,7 @@ impl Bundle {
                 {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}
             ],
             "linux": {
-                "cgroupsPath": format!("/myshim-runtime-tests/{id}"),
+                "cgroupsPath": if systemd_driver() { format!("system.slice:myshim-test:{id}") } else { format!("/myshim-runtime-tests/{id}") },
                 "resources": {"devices": [{"allow": false, "access": "rwm"}]},
                 "namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "network"}],
                 "maskedPaths": ["/proc/acpi", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi"],
@@ -115,16 +138,19 @@ impl Bundle {
     /// keeps whatever stdio it was given). Returns the container's pid.
     pub fn start_detached(&mut self, args: &[&str]) -> u32 {
         self.set_args(args).write_spec();
+        // A file, not a pipe: the container's init inherits stderr and outlives the command.
+        let errors = self.dir.join("run-detach.stderr");
         let status = Command::new(RUNC)
+            .args(driver_flag())
             .arg("--root")
             .arg(&self.root)
             .args(["run", "--detach", "--bundle", self.dir.to_str().unwrap(), &self.id])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(fs::File::create(&errors).unwrap())
             .status()
             .expect("run myshim-runc");
-        assert!(status.success(), "run --detach failed");
+        assert!(status.success(), "run --detach failed: {}", fs::read_to_string(&errors).unwrap_or_default());
         let state: Value = serde_json::from_slice(&self.runc(&["state", &self.id]).stdout).unwrap();
         state["pid"].as_u64().unwrap() as u32
     }
@@ -134,7 +160,7 @@ impl Bundle {
         // A file, not a pipe: the container's init inherits stderr and may outlive the command.
         let errors = self.dir.join(format!("runc-{}.stderr", args.first().unwrap_or(&"")));
         let file = std::fs::File::create(&errors).expect("create the stderr file");
-        let ok = Command::new(RUNC).arg("--root").arg(&self.root).args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(file).status().is_ok_and(|s| s.success());
+        let ok = Command::new(RUNC).args(driver_flag()).arg("--root").arg(&self.root).args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(file).status().is_ok_and(|s| s.success());
         if !ok {
             eprintln!("myshim-runc {args:?} failed: {}", std::fs::read_to_string(&errors).unwrap_or_default());
         }
@@ -143,16 +169,31 @@ impl Bundle {
 
     /// Any `myshim-runc` command against this bundle's root.
     pub fn runc(&self, args: &[&str]) -> Output {
-        Command::new(RUNC).arg("--root").arg(&self.root).args(args).stdin(Stdio::null()).output().expect("run myshim-runc")
+        Command::new(RUNC).args(driver_flag()).arg("--root").arg(&self.root).args(args).stdin(Stdio::null()).output().expect("run myshim-runc")
     }
 
-    /// The container's cgroup directory in a v1 hierarchy (or the unified one).
+    /// The container's group below a hierarchy's root: the cgroups path, or the systemd unit's place.
+    pub fn cgroup_relative(&self) -> String {
+        let path = self.spec["linux"]["cgroupsPath"].as_str().unwrap();
+        match path.split(':').collect::<Vec<_>>()[..] {
+            [slice, _, _] => format!("{slice}/{}", unit_of(&self.id)),
+            _ => path.trim_start_matches('/').to_owned(),
+        }
+    }
+
+    /// The container's cgroup directory: in the v1 hierarchy `hierarchy` (`unified` for the hybrid
+    /// host's v2 one), or, on a pure v2 host, its one directory whatever the controller.
     pub fn cgroup_dir(&self, hierarchy: &str) -> PathBuf {
-        let path = self.spec["linux"]["cgroupsPath"].as_str().unwrap().trim_start_matches('/').to_owned();
-        Path::new("/sys/fs/cgroup").join(hierarchy).join(path)
+        let base = if pure_v2() { PathBuf::from("/sys/fs/cgroup") } else { Path::new("/sys/fs/cgroup").join(hierarchy) };
+        base.join(self.cgroup_relative())
     }
 
-    /// Nothing of the container is left: no state, no mount below the bundle, no cgroup.
+    /// The file holding the container's memory limit (and its directory).
+    pub fn memory_limit_file(&self) -> PathBuf {
+        self.cgroup_dir("memory").join(if pure_v2() { "memory.max" } else { "memory.limit_in_bytes" })
+    }
+
+    /// Nothing of the container is left: no state, no mount below the bundle, no cgroup, no unit.
     pub fn assert_clean(&self) {
         let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
         let bundle = self.dir.display().to_string();
@@ -161,6 +202,11 @@ impl Bundle {
         assert!(!self.root.join(&self.id).exists(), "state directory left");
         for hierarchy in ["memory", "pids", "cpu", "freezer", "devices", "unified"] {
             assert!(!self.cgroup_dir(hierarchy).exists(), "cgroup left in {hierarchy}");
+        }
+        if systemd_driver() {
+            let unit = unit_of(&self.id);
+            let state = Command::new("systemctl").args(["is-active", &unit]).output().unwrap();
+            assert_ne!(String::from_utf8_lossy(&state.stdout).trim(), "active", "unit {unit} left");
         }
     }
 }
@@ -177,7 +223,11 @@ impl Drop for Bundle {
             let _ = Command::new("umount").arg("-l").arg(&mount).status();
         }
         let _ = fs::remove_dir_all(&self.dir);
+        if systemd_driver() {
+            let _ = Command::new("systemctl").args(["stop", &unit_of(&self.id)]).output();
+        }
         // The tests' shared parent group goes with the last test.
+        let _ = fs::remove_dir("/sys/fs/cgroup/myshim-runtime-tests");
         for hierarchy in fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
             let _ = fs::remove_dir(hierarchy.path().join("myshim-runtime-tests"));
         }
@@ -191,4 +241,13 @@ pub fn status_field(pid: u32, field: &str) -> String {
         .lines()
         .find_map(|l| l.strip_prefix(&format!("{field}:")).map(|v| v.trim().to_owned()))
         .unwrap_or_default()
+}
+
+/// `--systemd-cgroup` when the tests run under the systemd driver.
+pub fn driver_flag() -> &'static [&'static str] {
+    if systemd_driver() {
+        &["--systemd-cgroup"]
+    } else {
+        &[]
+    }
 }

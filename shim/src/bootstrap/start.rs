@@ -117,7 +117,7 @@ fn spawn_daemon(flags: &Flags, bundle: &Path, socket: &Path, bootstrap: &contain
     let sigterm = SigSet::from(Signal::SIGTERM);
     sigterm.thread_block().context("hold SIGTERM back for the daemon")?;
     let child = Command::new(&exe)
-        .args(flags::for_daemon(flags, socket, bootstrap.protocol.name(), config.idle_exit_seconds, keepalive))
+        .args(flags::for_daemon(flags, socket, bootstrap.protocol.name(), config.idle_exit_seconds, keepalive, config.driver().name()))
         .current_dir(bundle)
         .stdin(Stdio::null())
         .stdout(Stdio::null())

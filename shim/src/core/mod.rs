@@ -185,6 +185,8 @@ pub struct TaskCore {
     events: events::EventQueue,
     runtime: myshim_runtime::Runtime,
     namespace: String,
+    /// Who makes the containers' cgroups (from the shim's configuration).
+    cgroup_driver: myshim_runtime::cgroups::Driver,
     shim_pid: u32,
     /// Set when containerd asked to shut down while containers remained; the shim exits when the
     /// last one is deleted.
@@ -198,7 +200,7 @@ pub struct TaskCore {
 impl TaskCore {
     /// A core whose runtime spawns helpers from the shim's own binary and waits for the children it
     /// starts (hooks) through this core's reaper. Call inside the tokio runtime.
-    pub fn new(events: events::EventQueue, namespace: String) -> Arc<TaskCore> {
+    pub fn new(events: events::EventQueue, namespace: String, cgroup_driver: myshim_runtime::cgroups::Driver) -> Arc<TaskCore> {
         let pids = Arc::new(Mutex::new(PidTable::default()));
         let waiter = Arc::new(ReaperWaiter { pids: pids.clone(), tokio: tokio::runtime::Handle::current() });
         Arc::new(TaskCore {
@@ -208,6 +210,7 @@ impl TaskCore {
             events,
             runtime: myshim_runtime::Runtime::with_waiter(waiter),
             namespace,
+            cgroup_driver,
             shim_pid: std::process::id(),
             shutdown_requested: Mutex::new(false),
             closing: Default::default(),
@@ -295,10 +298,10 @@ impl TaskCore {
     async fn create_reserved(&self, request: &CreateRequest) -> TaskResult<u32> {
         let watch = |pid| self.watch_pid(pid);
         let (stdio, mut io) = stdio::setup(&request.stdio, &self.io_context(&request.id, &watch)).await?;
-        let runtime = self.runtime.clone();
+        let (runtime, cgroup_driver) = (self.runtime.clone(), self.cgroup_driver);
         let (id, bundle, mounts) = (request.id.clone(), request.bundle.clone(), request.rootfs.clone());
         let created = tokio::task::spawn_blocking(move || {
-            let options = myshim_runtime::CreateOptions { id: &id, bundle: &bundle, state_dir: state_dir(&bundle), rootfs_mounts: &mounts, stdio };
+            let options = myshim_runtime::CreateOptions { id: &id, bundle: &bundle, state_dir: state_dir(&bundle), rootfs_mounts: &mounts, stdio, cgroup_driver, preserved_fds: Vec::new() };
             myshim_runtime::Container::create(&runtime, options).map(|mut c| {
                 let console = c.take_console();
                 (c, console)
@@ -837,7 +840,7 @@ mod panic_tests {
     #[tokio::test]
     async fn a_panicked_request_does_not_break_the_next_ones() {
         let (queue, _events) = events::queue();
-        let core = TaskCore::new(queue, "ns".into());
+        let core = TaskCore::new(queue, "ns".into(), Default::default());
         let stdio = types::StdioPaths::default();
         let container = Arc::new(Container {
             id: "c".into(),

@@ -1,0 +1,25 @@
+#!/bin/bash
+# Runs inside the guest (started by its myshim-lane.service): executes the plan the host left in
+# /results/plan, one step per line ("name<TAB>command"), each step's output in /results/<name>.log
+# and its exit status in /results/<name>.status, then powers the guest off.
+set -u
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root
+cd /work/main
+{
+  echo "kernel $(uname -r)"
+  echo "init $(ps -o comm= -p 1)"
+  echo "systemd $(systemctl --version | head -1)"
+  echo "cgroup $(stat -f -c %T /sys/fs/cgroup)"
+  echo "controllers $(cat /sys/fs/cgroup/cgroup.controllers)"
+} > /results/facts
+while IFS=$'\t' read -r name command; do
+  [ -z "$name" ] && continue
+  echo "== guest: $name" > /dev/console
+  start=$(date +%s)
+  bash -c "$command" > "/results/$name.log" 2>&1
+  echo $? > "/results/$name.status"
+  echo "$(( $(date +%s) - start ))" > "/results/$name.seconds"
+  echo "== guest: $name exit $(cat "/results/$name.status") in $(cat "/results/$name.seconds") s" > /dev/console
+done < /results/plan
+sync
+systemctl poweroff
