@@ -161,8 +161,8 @@ impl Container {
         self.state_dir.join(EXEC_FIFO).exists() && self.state.init_is_alive()
     }
 
-    /// Lets the init exec the user's program. Returns once the program runs (or, when another
-    /// process created the container, once the init passed the exec fifo).
+    /// Lets the init exec the user's program. Returns once the program runs (its execve closed the
+    /// exec fifo), or with the reason it could not.
     pub fn start(&mut self, runtime: &Runtime) -> Result<()> {
         let fifo_path = self.state_dir.join(EXEC_FIFO);
         let fifo = match open(&fifo_path, OFlag::O_RDONLY | OFlag::O_NONBLOCK | OFlag::O_CLOEXEC, Mode::empty()) {
@@ -172,7 +172,7 @@ impl Container {
             }
             Err(e) => return Err(Error::io(format!("open {}", fifo_path.display()), e)),
         };
-        let passed = wait_for_byte(&fifo, START_TIMEOUT);
+        let passed = wait_until_exec(&fifo, START_TIMEOUT);
         let _ = fs::remove_file(&fifo_path);
         match passed {
             Ok(true) => {}
@@ -225,8 +225,10 @@ impl Container {
         let raw: Vec<_> = fds.iter().map(|fd| fd.as_raw_fd()).collect();
         crate::process::check_labels(&process)?;
         let oom_score_adj = process.oom_score_adj();
-        let plan = ExecPlan { process, seccomp: self.state.seccomp.clone(), namespaces: names };
-        let helper = Helper { mode: MODE_EXEC, stdio: &stdio, preserved: &options.preserved_fds, oom_score_adj, id_maps: None, hooks: None };
+        let plan = ExecPlan { process, seccomp: self.state.seccomp.clone(), personality: self.state.personality.clone(), namespaces: names };
+        let state = HookState { oci_version: crate::features::OCI_VERSION_MAX, id, status: "running", pid: self.state.pid, bundle: &self.state.bundle, annotations: &self.state.annotations };
+        let seccomp_listener = SeccompListener::of(self.state.seccomp.as_ref(), state);
+        let helper = Helper { mode: MODE_EXEC, stdio: &stdio, preserved: &options.preserved_fds, oom_score_adj, id_maps: None, hooks: None, seccomp_listener };
         let cgroup = match (&self.state.cgroup, &options.sub_cgroup) {
             (Some(cgroup), Some(sub)) => Some(cgroup.sub_group(sub)?),
             (None, Some(sub)) => return Err(Error::State { id: id.clone(), reason: format!("the container has no cgroup for the sub-cgroup {sub:?}") }),
@@ -347,6 +349,12 @@ fn destroy_recorded(state: &State, state_dir: &Path, runtime: &Runtime) -> Resul
         }
         None => {}
     }
+    if state.shares_mount_namespace {
+        // What the init mounted below the rootfs in the runtime's own namespace (not the rootfs).
+        for mount in crate::mounts::mounts_under(&state.rootfs)?.into_iter().filter(|m| m != &state.rootfs) {
+            unmount_recursive(&mount)?;
+        }
+    }
     if state.rootfs_mounted {
         unmount_recursive(&state.rootfs)?;
     }
@@ -414,6 +422,9 @@ fn create_in(runtime: &Runtime, spec: &Spec, options: &CreateOptions<'_>, undo: 
     }
 
     let linux = spec.linux().as_ref();
+    if spec::namespace(spec, LinuxNamespaceType::Mount).is_none() {
+        tracing::warn!(id, "no mount namespace in the spec: the container's mounts are made in the runtime's, and only chroot confines it (a process with CAP_SYS_CHROOT can leave it)");
+    }
     let cgroups_path = linux.and_then(|l| l.cgroups_path().as_ref()).map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
     // The unified (v2) group first, so that the helper is born in it; the v1 groups are made while it
     // starts up (it joins them itself, see cgroups::join_self).
@@ -437,10 +448,11 @@ fn create_in(runtime: &Runtime, spec: &Spec, options: &CreateOptions<'_>, undo: 
             .context(|| format!("chown {} to the container's root", exec_fifo.display()))?;
     }
     let annotations = spec.annotations().clone().unwrap_or_default();
-    let hook_state = HookState { oci_version: crate::features::OCI_VERSION_MAX, id, status: "creating", pid: 0, bundle: options.bundle, annotations: &annotations };
+    let hook_state = hook_state_base(id, options.bundle, &annotations);
     let hooks = spec.hooks().as_ref().map(|h| (h, hook_state));
     let oom_score_adj = spec.process().as_ref().and_then(|p| p.oom_score_adj());
-    let helper = Helper { mode: MODE_INIT, stdio: &options.stdio, preserved: &options.preserved_fds, oom_score_adj, id_maps, hooks };
+    let seccomp_listener = SeccompListener::of(linux.and_then(|l| l.seccomp().as_ref()), hook_state_base(id, options.bundle, &annotations));
+    let helper = Helper { mode: MODE_INIT, stdio: &options.stdio, preserved: &options.preserved_fds, oom_score_adj, id_maps, hooks, seccomp_listener };
     let created_at_clone = clone_time_namespaces(spec)?;
     let mut spawned = helper.spawn(runtime, cgroup.as_ref(), created_at_clone, &mut undo.pids)?;
 
@@ -481,6 +493,8 @@ fn create_in(runtime: &Runtime, spec: &Spec, options: &CreateOptions<'_>, undo: 
         annotations,
         hooks: spec.hooks().clone(),
         seccomp: linux.and_then(|l| l.seccomp().clone()),
+        personality: linux.and_then(|l| l.personality().clone()),
+        shares_mount_namespace: spec::namespace(spec, LinuxNamespaceType::Mount).is_none(),
     };
     state.save(&options.state_dir)?;
     undo.control = Some(control);
@@ -497,6 +511,11 @@ pub struct ExecOptions {
     pub sub_cgroup: Option<String>,
 }
 
+/// The OCI state of a container being created (its pid filled in later).
+fn hook_state_base<'a>(id: &'a str, bundle: &'a Path, annotations: &'a std::collections::HashMap<String, String>) -> HookState<'a> {
+    HookState { oci_version: crate::features::OCI_VERSION_MAX, id, status: "creating", pid: 0, bundle, annotations }
+}
+
 /// A helper process to start: its mode, stdio, and where it goes before it runs.
 struct Helper<'a> {
     mode: &'static str,
@@ -508,6 +527,43 @@ struct Helper<'a> {
     id_maps: Option<IdMaps<'a>>,
     /// The container's hooks and what their state says (for an init that stops at its hook point).
     hooks: Option<(&'a oci_spec::runtime::Hooks, HookState<'a>)>,
+    /// Where the seccomp filter's notifications go, if the profile has a listener.
+    seccomp_listener: Option<SeccompListener<'a>>,
+}
+
+/// The listener of a seccomp profile (`linux.seccomp.listenerPath`), which gets the notification
+/// descriptor of every process of the container with the container's state, as from runc.
+struct SeccompListener<'a> {
+    path: &'a Path,
+    metadata: &'a str,
+    state: HookState<'a>,
+}
+
+impl<'a> SeccompListener<'a> {
+    fn of(profile: Option<&'a oci_spec::runtime::LinuxSeccomp>, state: HookState<'a>) -> Option<SeccompListener<'a>> {
+        let profile = profile?;
+        Some(SeccompListener { path: profile.listener_path().as_deref()?, metadata: profile.listener_metadata().as_deref().unwrap_or(""), state })
+    }
+
+    /// Sends the notification descriptor of process `pid` to the listener, with runc's message (the
+    /// container process state, naming the descriptor "seccompFd").
+    fn hand_over(&self, fd: &OwnedFd, pid: u32) -> Result<()> {
+        use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+        let what = || format!("linux.seccomp.listenerPath: hand the notifications to {}", self.path.display());
+        let message = serde_json::json!({
+            "ociVersion": crate::features::OCI_VERSION_MAX,
+            "fds": ["seccompFd"],
+            "pid": pid,
+            "metadata": self.metadata,
+            // A container being created: its init is the process at hand.
+            "state": serde_json::from_slice::<serde_json::Value>(&HookState { pid: if self.state.pid == 0 { pid } else { self.state.pid }, ..self.state }.to_json()).unwrap_or_default(),
+        })
+        .to_string();
+        let stream = std::os::unix::net::UnixStream::connect(self.path).context(what)?;
+        let fds = [fd.as_raw_fd()];
+        sendmsg::<()>(stream.as_raw_fd(), &[std::io::IoSlice::new(message.as_bytes())], &[ControlMessage::ScmRights(&fds)], MsgFlags::empty(), None).context(what)?;
+        Ok(())
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -642,6 +698,12 @@ impl Helper<'_> {
                     control.send(&Directive::Continue { hook_state }).context(|| "let the init go on".into())?;
                 }
                 Some((Report::Warning(warning), _)) => tracing::warn!(helper = self.mode, "{warning}"),
+                Some((Report::SeccompNotify, mut received)) => {
+                    let fd = received.pop().ok_or_else(|| Error::Init("the seccomp notification descriptor did not arrive".into()))?;
+                    let listener = self.seccomp_listener.as_ref().ok_or_else(|| Error::Init("a seccomp notification descriptor nobody planned".into()))?;
+                    listener.hand_over(&fd, started.pid)?;
+                    control.send(&Directive::Continue { hook_state: None }).context(|| "let the helper go on".into())?;
+                }
                 Some((Report::Ready, _)) => return Ok((started, control)),
                 Some((Report::Failed(reason), _)) => return Err(Error::Init(reason)),
                 // An init closing its channel died during setup; an exec's closes at its execve.
@@ -653,16 +715,21 @@ impl Helper<'_> {
 }
 
 /// Waits until one byte can be read from `fd`: `Ok(false)` when the writer closed without writing.
-fn wait_for_byte(fd: &OwnedFd, timeout: Duration) -> std::io::Result<bool> {
+fn wait_until_exec(fd: &OwnedFd, timeout: Duration) -> std::io::Result<bool> {
     let deadline = std::time::Instant::now() + timeout;
     let mut file = File::from(fd.try_clone()?);
+    let mut got_byte = false;
+    // After its byte the init holds the fifo open until its execve closes it: reading to the end
+    // means start returns once the program runs, so a signal sent right after start reaches it.
     loop {
         if !crate::sys::wait_readable(fd.as_fd(), deadline)? {
-            return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the init did not reach the exec fifo"));
+            let what = if got_byte { "exec the program" } else { "reach the exec fifo" };
+            return Err(std::io::Error::new(std::io::ErrorKind::TimedOut, format!("the init did not {what}")));
         }
-        let mut byte = [0u8; 1];
-        match file.read(&mut byte) {
-            Ok(n) => return Ok(n == 1),
+        let mut buffer = [0u8; 8];
+        match file.read(&mut buffer) {
+            Ok(0) => return Ok(got_byte),
+            Ok(_) => got_byte = true,
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
             Err(e) => return Err(e),
         }

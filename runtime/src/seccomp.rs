@@ -21,8 +21,13 @@ fn action(action: LinuxSeccompAction, errno: Option<u32>, default_errno: u32) ->
         LinuxSeccompAction::ScmpActTrace => ScmpAction::Trace(errno.unwrap_or(default_errno) as u16),
         LinuxSeccompAction::ScmpActLog => ScmpAction::Log,
         LinuxSeccompAction::ScmpActAllow => ScmpAction::Allow,
-        LinuxSeccompAction::ScmpActNotify => return Err(field("syscalls", "SCMP_ACT_NOTIFY needs a listener, which this runtime does not provide")),
+        LinuxSeccompAction::ScmpActNotify => ScmpAction::Notify,
     })
+}
+
+/// Whether the profile hands some system calls to a listener (`SCMP_ACT_NOTIFY`).
+pub(crate) fn uses_notify(profile: &LinuxSeccomp) -> bool {
+    profile.default_action() == LinuxSeccompAction::ScmpActNotify || profile.syscalls().iter().flatten().any(|r| r.action() == LinuxSeccompAction::ScmpActNotify)
 }
 
 /// Checks what can be checked without compiling: actions, architectures and flags are known.
@@ -42,8 +47,28 @@ pub(crate) fn validate(profile: &LinuxSeccomp) -> Result<()> {
     for rule in profile.syscalls().iter().flatten() {
         action(rule.action(), rule.errno_ret(), eperm)?;
     }
+    match (uses_notify(profile), profile.listener_path()) {
+        (true, None) => return Err(field("listenerPath", "SCMP_ACT_NOTIFY needs a listener socket to hand the notifications to")),
+        (_, Some(path)) if !path.is_absolute() => return Err(field("listenerPath", format!("{} is not an absolute path", path.display()))),
+        _ => {}
+    }
+    if profile.default_action() == LinuxSeccompAction::ScmpActNotify {
+        // The runtime's own calls after the filter (reporting, exec) would wait on the listener.
+        return Err(field("defaultAction", "SCMP_ACT_NOTIFY cannot be the default action"));
+    }
+    // The init hands the listener its descriptor with sendmsg and reports with write once the filter
+    // is loaded: trapped, they would wait for a listener that never got the descriptor (runc refuses
+    // write for the same reason).
+    for rule in profile.syscalls().iter().flatten().filter(|r| r.action() == LinuxSeccompAction::ScmpActNotify) {
+        if let Some(name) = rule.names().iter().find(|n| RUNTIME_CALLS_AFTER_LOAD.contains(&n.as_str())) {
+            return Err(field("syscalls", format!("SCMP_ACT_NOTIFY cannot be used for {name} (the runtime needs it to hand over the listener's descriptor)")));
+        }
+    }
     Ok(())
 }
+
+/// System calls the init makes between loading a notifying filter and handing its descriptor over.
+const RUNTIME_CALLS_AFTER_LOAD: &[&str] = &["write", "sendmsg"];
 
 const KNOWN_FLAGS: &[&str] = &["SECCOMP_FILTER_FLAG_TSYNC", "SECCOMP_FILTER_FLAG_LOG", "SECCOMP_FILTER_FLAG_SPEC_ALLOW", "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"];
 
@@ -114,9 +139,18 @@ pub(crate) fn compile(profile: &LinuxSeccomp) -> Result<ScmpFilterContext> {
     Ok(filter)
 }
 
-/// Loads a compiled filter into this process (and its future children).
-pub(crate) fn load(filter: &ScmpFilterContext) -> Result<()> {
-    filter.load().map_err(|e| Error::io("load the seccomp filter", std::io::Error::other(e.to_string().to_lowercase())))
+/// Loads a compiled filter into this process (and its future children). With `notify`, returns the
+/// filter's notification descriptor (a copy the caller owns), for the profile's listener.
+pub(crate) fn load(filter: &ScmpFilterContext, notify: bool) -> Result<Option<std::os::fd::OwnedFd>> {
+    let error = |what: &str, e: libseccomp::error::SeccompError| Error::io(what.to_owned(), std::io::Error::other(e.to_string().to_lowercase()));
+    filter.load().map_err(|e| error("load the seccomp filter", e))?;
+    if !notify {
+        return Ok(None);
+    }
+    let fd = filter.get_notify_fd().map_err(|e| error("linux.seccomp: get the notification descriptor", e))?;
+    // SAFETY: the descriptor stays open (libseccomp keeps it); it is only borrowed to duplicate it.
+    let copy = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) }.try_clone_to_owned().map_err(|e| Error::io("linux.seccomp: duplicate the notification descriptor", e))?;
+    Ok(Some(copy))
 }
 
 #[cfg(test)]
@@ -143,9 +177,15 @@ mod tests {
     }
 
     #[test]
-    fn notify_is_refused_with_the_field() {
+    fn notify_needs_a_listener() {
         let p = profile(r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mount"],"action":"SCMP_ACT_NOTIFY"}]}"#);
-        let err = compile(&p).err().unwrap().to_string();
-        assert!(err.contains("linux.seccomp.syscalls") && err.contains("NOTIFY"), "{err}");
+        let err = validate(&p).unwrap_err().to_string();
+        assert!(err.contains("linux.seccomp.listenerPath") && err.contains("NOTIFY"), "{err}");
+        let p = profile(r#"{"defaultAction":"SCMP_ACT_ALLOW","listenerPath":"/run/listener.sock","syscalls":[{"names":["mount"],"action":"SCMP_ACT_NOTIFY"}]}"#);
+        validate(&p).unwrap();
+        assert!(uses_notify(&p));
+        let p = profile(r#"{"defaultAction":"SCMP_ACT_ALLOW","listenerPath":"/run/listener.sock","syscalls":[{"names":["read","write"],"action":"SCMP_ACT_NOTIFY"}]}"#);
+        let err = validate(&p).unwrap_err().to_string();
+        assert!(err.contains("linux.seccomp.syscalls") && err.contains("write"), "{err}");
     }
 }

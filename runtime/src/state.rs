@@ -35,6 +35,13 @@ pub struct State {
     /// The spec's seccomp profile, which confines the processes exec'd into the container too.
     #[serde(default)]
     pub seccomp: Option<oci_spec::runtime::LinuxSeccomp>,
+    /// The spec's execution domain (`linux.personality`), the exec'd processes' too.
+    #[serde(default)]
+    pub personality: Option<oci_spec::runtime::LinuxPersonality>,
+    /// The container has no mount namespace of its own: its mounts were made in the runtime's, below
+    /// the rootfs, and go at destroy.
+    #[serde(default)]
+    pub shares_mount_namespace: bool,
 }
 
 impl State {

@@ -82,8 +82,18 @@ pub fn validate(spec: &Spec) -> Result<()> {
     if spec.hostname().as_deref().is_some_and(|h| !h.is_empty()) && !private_uts {
         return Err(Error::spec("hostname", "setting a hostname needs a uts namespace"));
     }
+    // Without a mount namespace the container shares the runtime's mounts (runc allows it): nothing
+    // may be masked, made read-only or propagated there, which would change the host's view.
     if namespace(spec, LinuxNamespaceType::Mount).is_none() {
-        return Err(Error::spec("linux.namespaces", "a mount namespace is required"));
+        let restricted = [
+            ("linux.maskedPaths", linux.and_then(|l| l.masked_paths().as_ref()).is_some_and(|p| !p.is_empty())),
+            ("linux.readonlyPaths", linux.and_then(|l| l.readonly_paths().as_ref()).is_some_and(|p| !p.is_empty())),
+            ("linux.rootfsPropagation", linux.and_then(|l| l.rootfs_propagation().as_ref()).is_some_and(|p| !p.is_empty())),
+            ("root.readonly", root.readonly() == Some(true)),
+        ];
+        if let Some((field, _)) = restricted.iter().find(|(_, set)| *set) {
+            return Err(Error::spec(*field, "needs a mount namespace of the container's own (the spec has none: it would change the host's mounts)"));
+        }
     }
     Ok(())
 }

@@ -8,6 +8,7 @@
 //! idle_exit_seconds = 30   # a daemon left without containers this long exits
 //! grpc_keepalive = true    # over gRPC, keep a Wait in flight per running container (see keepalive.rs)
 //! cgroup_driver = "systemd"  # or "cgroupfs" (default); runc's `SystemdCgroup = true` means the same
+//! shim_cgroup = "/shims"   # an existing cgroup for the shim daemons (runc's `ShimCgroup`)
 //! ```
 //!
 //! runc's own options (`containerd.runc.v1.Options`, as Docker and containerd's clients send them for
@@ -58,11 +59,14 @@ pub struct Config {
     /// runc's name for the same choice (what a CRI handler's options table for runc says).
     #[serde(rename = "SystemdCgroup")]
     pub systemd_cgroup: bool,
+    /// An existing cgroup the shim daemon runs in (runc's `ShimCgroup`), rather than containerd's.
+    #[serde(alias = "ShimCgroup")]
+    pub shim_cgroup: Option<String>,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { protocol: Protocol::Ttrpc, idle_exit_seconds: 30, grpc_keepalive: true, cgroup_driver: None, systemd_cgroup: false }
+        Config { protocol: Protocol::Ttrpc, idle_exit_seconds: 30, grpc_keepalive: true, cgroup_driver: None, systemd_cgroup: false, shim_cgroup: None }
     }
 }
 
@@ -101,6 +105,9 @@ pub fn load(options: Option<&prost_types::Any>) -> Result<(Config, Source), Stri
         let (mut config, source) = load(None)?;
         if runc.systemd_cgroup {
             config.cgroup_driver = Some(Driver::Systemd);
+        }
+        if !runc.shim_cgroup.is_empty() {
+            config.shim_cgroup = Some(runc.shim_cgroup);
         }
         return Ok((config, source));
     }
@@ -145,8 +152,10 @@ mod tests {
 
     #[test]
     fn runc_options_choose_the_driver() {
-        let runc = RuncOptions { systemd_cgroup: true, ..Default::default() };
-        assert_eq!(load(Some(&myshim_protos::to_any(&runc))).unwrap().0.driver(), Driver::Systemd);
+        let runc = RuncOptions { systemd_cgroup: true, shim_cgroup: "/shims".into(), ..Default::default() };
+        let config = load(Some(&myshim_protos::to_any(&runc))).unwrap().0;
+        assert_eq!(config.driver(), Driver::Systemd);
+        assert_eq!(config.shim_cgroup.as_deref(), Some("/shims"));
     }
 
     #[test]

@@ -42,6 +42,25 @@ pub fn join_self(tasks: &[std::os::fd::OwnedFd]) -> Result<()> {
     Ok(())
 }
 
+/// Moves process `pid` into the existing group `path` (absolute, below each hierarchy's root) in every
+/// hierarchy that has it; an error when none has it.
+pub fn move_into_existing(path: &str, pid: u32) -> Result<()> {
+    let relative = normalise(path)?;
+    let mut moved = false;
+    for hierarchy in hierarchies() {
+        let dir = hierarchy.mount_point.join(relative.trim_start_matches('/'));
+        if dir.is_dir() {
+            write(&dir, "cgroup.procs", &pid.to_string())?;
+            moved = true;
+        }
+    }
+    if moved {
+        Ok(())
+    } else {
+        Err(Error::io(format!("move pid {pid} into cgroup {path}"), io::Error::new(io::ErrorKind::NotFound, "no hierarchy has that cgroup")))
+    }
+}
+
 /// One mounted cgroup hierarchy.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hierarchy {
@@ -218,6 +237,10 @@ impl Cgroup {
             let dir = if chosen { d.dir.join(relative.trim_start_matches('/')) } else { d.dir.clone() };
             if !dir.is_dir() {
                 return Err(Error::spec("--cgroup", format!("{} does not exist (the sub-cgroup must exist)", dir.display())));
+            }
+            if chosen && d.hierarchy.has("cpuset") && !d.hierarchy.unified {
+                // A v1 cpuset group made by hand starts without cpus and mems, and refuses every process.
+                v1::inherit_cpuset(&dir)?;
             }
             sub.dirs.push(CgroupDir { hierarchy: d.hierarchy.clone(), dir });
         }

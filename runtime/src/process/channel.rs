@@ -32,6 +32,9 @@ pub(crate) enum Report {
     HookPoint,
     /// Something runc would only warn about (the runtime logs it); setup goes on.
     Warning(String),
+    /// The seccomp filter's notification descriptor follows: the runtime hands it to the profile's
+    /// listener, then sends [`Directive::Continue`].
+    SeccompNotify,
     /// Setup or exec failed; the text says why.
     Failed(String),
 }

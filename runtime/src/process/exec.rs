@@ -22,6 +22,9 @@ pub(crate) struct ExecPlan {
     pub process: Process,
     /// The container's seccomp profile, which applies to its exec'd processes too.
     pub seccomp: Option<oci_spec::runtime::LinuxSeccomp>,
+    /// The container's execution domain, likewise.
+    #[serde(default)]
+    pub personality: Option<oci_spec::runtime::LinuxPersonality>,
     /// `/proc/<pid>/ns` names (`user`, `mnt`, …) of the passed descriptors.
     pub namespaces: Vec<String>,
 }
@@ -49,7 +52,7 @@ pub(crate) fn run(channel: &mut Channel, preserved: usize) -> Result<Never> {
         attach_terminal(channel, process, false)?;
     }
     let mut warnings = Vec::new();
-    let program = become_process(process, &Confinement { seccomp: plan.seccomp.as_ref() }, &mut |w| warnings.push(w))?;
+    let program = become_process(process, &Confinement { seccomp: plan.seccomp.as_ref(), personality: plan.personality.as_ref() }, channel, &mut |w| warnings.push(w))?;
     for warning in warnings {
         channel.send(&Report::Warning(warning)).context(|| "report a warning".into())?;
     }

@@ -90,13 +90,14 @@ pub(crate) fn run(channel: &mut Channel, preserved: usize) -> Result<Never> {
     }
     // Everything up to the program is done before create returns, so that create is what fails.
     let mut warnings = Vec::new();
-    let program = become_process(process, &Confinement::of(spec), &mut |w| warnings.push(w))?;
+    let program = become_process(process, &Confinement::of(spec), channel, &mut |w| warnings.push(w))?;
     for warning in warnings {
         channel.send(&Report::Warning(warning)).context(|| "report a warning".into())?;
     }
 
     channel.send(&Report::Ready).context(|| "report ready".into())?;
-    wait_for_start(exec_fifo)?;
+    // Held open until execve closes it: start reads to its end, so it returns once the program runs.
+    let _started = wait_for_start(exec_fifo)?;
     // startContainer hooks run as the process will: its user, capabilities and seccomp filter.
     if let (Some(hooks), Some(state)) = (hooks_of(spec), &hook_state) {
         let list = hooks.start_container().as_deref().unwrap_or(&[]);
@@ -188,11 +189,14 @@ fn set_domainname(name: &str) -> Result<()> {
 }
 
 /// Blocks until the runtime's start opens the exec fifo for reading, then tells it we are going.
-fn wait_for_start(exec_fifo: OwnedFd) -> Result<()> {
+/// Returns the fifo's write end (close-on-exec), which the caller keeps until its execve.
+fn wait_for_start(exec_fifo: OwnedFd) -> Result<File> {
     let path = format!("/proc/self/fd/{}", exec_fifo.as_raw_fd());
     let fifo = open(path.as_str(), OFlag::O_WRONLY | OFlag::O_CLOEXEC, Mode::empty())
         .context(|| "open the exec fifo (is /proc mounted in the container?)".into())?;
     // The program must not inherit a way back to the host's state directory.
     drop(exec_fifo);
-    File::from(fifo).write_all(b"0").context(|| "write to the exec fifo".into())
+    let mut fifo = File::from(fifo);
+    fifo.write_all(b"0").context(|| "write to the exec fifo".into())?;
+    Ok(fifo)
 }

@@ -10,7 +10,7 @@ use nix::fcntl::{open, openat, OFlag};
 use nix::sys::stat::{umask, Mode};
 use oci_spec::runtime::Process;
 
-use super::channel::{Channel, Report};
+use super::channel::{Channel, Directive, Report};
 use super::security::{self, Confinement};
 use crate::error::{Context, Error, Result};
 
@@ -108,13 +108,20 @@ fn bind_dev_console(slave: &OwnedFd) -> Result<()> {
 /// (as the process's user, from its working directory); then a seccomp filter that needs
 /// no_new_privs, as late as possible. Only `execve` is left after this (for the init, after the wait
 /// for start). `warn` hears what runc would only warn about.
-pub(crate) fn become_process(process: &Process, confinement: &Confinement<'_>, warn: &mut dyn FnMut(String)) -> Result<PathBuf> {
+pub(crate) fn become_process(process: &Process, confinement: &Confinement<'_>, channel: &mut Channel, warn: &mut dyn FnMut(String)) -> Result<PathBuf> {
     umask(Mode::from_bits_truncate(process.user().umask().unwrap_or(0o022)));
     let cwd = process.cwd();
     std::env::set_current_dir(cwd).context(|| format!("process.cwd: chdir to {}", cwd.display()))?;
     let late_filter = security::apply(process, confinement, warn)?;
     let program = find_program(process)?;
-    late_filter.load()?;
+    if let Some(notify) = late_filter.load()? {
+        // The listener gets the descriptor before the process makes a call it would have to answer.
+        channel.send_with_fds(&Report::SeccompNotify, &[notify.as_raw_fd()]).context(|| "send the seccomp notification descriptor".into())?;
+        match channel.receive::<Directive>(None).context(|| "wait for the seccomp listener".into())? {
+            Some((Directive::Continue { .. }, _)) => {}
+            _ => return Err(Error::Init("the runtime did not hand the seccomp notifications to the listener".into())),
+        }
+    }
     Ok(program)
 }
 

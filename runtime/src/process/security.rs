@@ -3,6 +3,7 @@
 //! applies them.
 
 use std::collections::HashSet;
+use std::os::fd::OwnedFd;
 
 use nix::unistd::{Gid, Uid};
 use oci_spec::runtime::{Capability, IOPriorityClass, LinuxSchedulerPolicy, PosixRlimitType, Process, Spec};
@@ -12,26 +13,56 @@ use crate::error::{Context, Error, Result};
 /// Everything that is not part of a `Process` but decides how it is confined.
 pub(crate) struct Confinement<'a> {
     pub seccomp: Option<&'a oci_spec::runtime::LinuxSeccomp>,
+    pub personality: Option<&'a oci_spec::runtime::LinuxPersonality>,
 }
 
 impl<'a> Confinement<'a> {
     pub fn of(spec: &'a Spec) -> Confinement<'a> {
-        Confinement { seccomp: spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) }
+        let linux = spec.linux().as_ref();
+        Confinement { seccomp: linux.and_then(|l| l.seccomp().as_ref()), personality: linux.and_then(|l| l.personality().as_ref()) }
     }
 }
 
-/// A seccomp filter to load last (it needs no_new_privs, which is already set).
-pub(crate) struct LateFilter(Option<libseccomp::ScmpFilterContext>);
+/// `linux.personality`: the execution domain the program runs in (`LINUX32`: `uname -m` says i686).
+fn set_personality(personality: &oci_spec::runtime::LinuxPersonality) -> Result<()> {
+    use oci_spec::runtime::LinuxPersonalityDomain;
+    if personality.flags().as_ref().is_some_and(|f| !f.is_empty()) {
+        return Err(Error::spec("linux.personality.flags", "no personality flags are defined"));
+    }
+    let domain = match personality.domain() {
+        LinuxPersonalityDomain::PerLinux => 0x0000,
+        LinuxPersonalityDomain::PerLinux32 => 0x0008,
+    };
+    // SAFETY: personality takes a plain integer and changes only this process.
+    if unsafe { libc::personality(domain) } < 0 {
+        return Err(Error::io("linux.personality: personality", std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// A seccomp filter to load last (it needs no_new_privs, which is already set), or the notification
+/// descriptor of one already loaded.
+pub(crate) enum LateFilter {
+    Pending { filter: libseccomp::ScmpFilterContext, notify: bool },
+    Loaded(Option<OwnedFd>),
+}
 
 impl LateFilter {
-    pub(crate) fn load(self) -> Result<()> {
-        self.0.as_ref().map(crate::seccomp::load).transpose().map(drop)
+    /// Loads the filter if it is still pending; the notification descriptor for the profile's listener.
+    pub(crate) fn load(self) -> Result<Option<OwnedFd>> {
+        match self {
+            LateFilter::Pending { filter, notify } => crate::seccomp::load(&filter, notify),
+            LateFilter::Loaded(fd) => Ok(fd),
+        }
     }
 }
 
 /// Applies the process's limits and identity, in runc's order. A seccomp filter is loaded here when
 /// it needs privilege (no no_new_privs); otherwise it is returned, to be loaded as late as possible.
 pub(crate) fn apply(process: &Process, confinement: &Confinement<'_>, warn: &mut dyn FnMut(String)) -> Result<LateFilter> {
+    if let Some(personality) = confinement.personality {
+        set_personality(personality)?;
+    }
     for limit in process.rlimits().iter().flatten() {
         set_rlimit(limit.typ(), limit.soft(), limit.hard())?;
     }
@@ -44,10 +75,12 @@ pub(crate) fn apply(process: &Process, confinement: &Confinement<'_>, warn: &mut
     apply_labels(process)?;
 
     let no_new_privileges = process.no_new_privileges() == Some(true);
+    let notify = confinement.seccomp.is_some_and(crate::seccomp::uses_notify);
     let seccomp = confinement.seccomp.map(crate::seccomp::compile).transpose()?;
     // Without no_new_privs, loading a filter is privileged: do it while we still hold CAP_SYS_ADMIN.
+    let mut loaded = None;
     if let (Some(filter), false) = (&seccomp, no_new_privileges) {
-        crate::seccomp::load(filter)?;
+        loaded = crate::seccomp::load(filter, notify)?;
     }
 
     let caps = process.capabilities().as_ref();
@@ -76,9 +109,11 @@ pub(crate) fn apply(process: &Process, confinement: &Confinement<'_>, warn: &mut
 
     if no_new_privileges {
         nix::sys::prctl::set_no_new_privs().context(|| "process.noNewPrivileges: prctl(PR_SET_NO_NEW_PRIVS)".into())?;
-        return Ok(LateFilter(seccomp));
+        if let Some(filter) = seccomp {
+            return Ok(LateFilter::Pending { filter, notify });
+        }
     }
-    Ok(LateFilter(None))
+    Ok(LateFilter::Loaded(loaded))
 }
 
 /// Linux's capability numbers, by the name the spec uses.

@@ -27,18 +27,23 @@ use resolve::{ensure, fd_path, open_if_present, same_file, Create};
 /// `before_pivot` runs once the mounts are in place but the host's root is still visible (hooks).
 pub(crate) fn prepare(spec: &Spec, rootfs: &Path, cgroup: Option<&Cgroup>, before_pivot: &mut dyn FnMut() -> Result<()>) -> Result<()> {
     let linux = spec.linux().as_ref();
-    // Our mounts must not propagate back to the host; the spec can ask for other propagation.
-    let propagation = linux
-        .and_then(|l| l.rootfs_propagation().as_deref())
-        .map(propagation_flags)
-        .transpose()?
-        .unwrap_or(MsFlags::MS_SLAVE);
-    mount(None::<&str>, "/", None::<&str>, propagation | MsFlags::MS_REC, None::<&str>)
-        .context(|| "set propagation of / in the container's mount namespace".into())?;
-    // pivot_root needs the new root and its parent mount not to be shared.
-    make_parent_mount_private(rootfs)?;
-    mount(Some(rootfs), rootfs, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-        .context(|| format!("bind mount the rootfs {} onto itself", rootfs.display()))?;
+    // A spec without a mount namespace shares the runtime's: its mounts are made there (below the
+    // rootfs), and nothing about the host's mounts may change.
+    let own_mounts = crate::spec::namespace(spec, oci_spec::runtime::LinuxNamespaceType::Mount).is_some();
+    if own_mounts {
+        // Our mounts must not propagate back to the host; the spec can ask for other propagation.
+        let propagation = linux
+            .and_then(|l| l.rootfs_propagation().as_deref())
+            .map(propagation_flags)
+            .transpose()?
+            .unwrap_or(MsFlags::MS_SLAVE);
+        mount(None::<&str>, "/", None::<&str>, propagation | MsFlags::MS_REC, None::<&str>)
+            .context(|| "set propagation of / in the container's mount namespace".into())?;
+        // pivot_root needs the new root and its parent mount not to be shared.
+        make_parent_mount_private(rootfs)?;
+        mount(Some(rootfs), rootfs, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+            .context(|| format!("bind mount the rootfs {} onto itself", rootfs.display()))?;
+    }
 
     let root = open(rootfs, OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
         .context(|| format!("open rootfs {}", rootfs.display()))?;
@@ -55,7 +60,15 @@ pub(crate) fn prepare(spec: &Spec, rootfs: &Path, cgroup: Option<&Cgroup>, befor
     devices::create_from_spec(&root, linux.and_then(|l| l.devices().as_ref()).map(Vec::as_slice).unwrap_or(&[]))?;
 
     before_pivot()?;
-    enter_root(&root, rootfs)?;
+    if own_mounts {
+        enter_root(&root, rootfs)?;
+    } else {
+        // pivot_root would move the host's root: what runc does here is a chroot (validate.rs keeps
+        // such a spec from asking for what would change the host's mounts).
+        fchdir(root.as_fd()).context(|| format!("chdir into {}", rootfs.display()))?;
+        nix::unistd::chroot(".").context(|| format!("chroot into {}", rootfs.display()))?;
+        chdir("/").context(|| "chdir to the new root".into())?;
+    }
     drop(root);
     // The new root starts private (pivot_root needs that); give it the propagation the spec asks for.
     if let Some(name) = linux.and_then(|l| l.rootfs_propagation().as_deref()).filter(|p| !p.is_empty()) {
@@ -233,13 +246,20 @@ fn mount_cgroup2(target: &OwnedFd, destination: &Path, parsed: &MountOptions, ow
 
 /// `pivot_root` into the rootfs and detach the old root, so nothing of the host stays reachable.
 fn enter_root(root: &OwnedFd, rootfs: &Path) -> Result<()> {
+    let old_root = open(Path::new("/"), OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
+        .context(|| "open the old root".into())?;
     fchdir(root.as_fd()).context(|| format!("chdir into {}", rootfs.display()))?;
     // Pivoting "." onto "." stacks the old root on the new one; unmounting it then leaves the new root.
     pivot_root(".", ".").context(|| format!("pivot_root into {}", rootfs.display()))?;
+    // From here "." must name the old root: mount(2) does not cross onto the mount stacked on the
+    // cwd, so from the new root a propagation change would hit the container's own mounts (and make
+    // a bidirectional volume a slave that no longer reaches the host).
+    fchdir(old_root.as_fd()).context(|| "chdir into the old root".into())?;
     // The old root must not pass our unmount on to the host's mounts.
     mount(None::<&str>, ".", None::<&str>, MsFlags::MS_SLAVE | MsFlags::MS_REC, None::<&str>)
         .context(|| "make the old root a slave".into())?;
     umount2(".", MntFlags::MNT_DETACH).context(|| "detach the old root".into())?;
+    drop(old_root);
     chdir("/").context(|| "chdir to the new root".into())?;
     Ok(())
 }

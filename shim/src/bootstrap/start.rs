@@ -126,7 +126,7 @@ fn spawn_daemon(flags: &Flags, bundle: &Path, socket: &Path, bootstrap: &contain
         .spawn()
         .with_context(|| format!("start the shim daemon {}", exe.display()));
     let _ = sigterm.thread_unblock();
-    let child = match child {
+    let mut child = match child {
         Ok(child) => child,
         Err(e) => {
             let _ = fs::remove_file(socket);
@@ -137,6 +137,15 @@ fn spawn_daemon(flags: &Flags, bundle: &Path, socket: &Path, bootstrap: &contain
     if let Ok(score) = sys::oom_score_adj(std::os::unix::process::parent_id()) {
         // Raising a score needs no privilege; failing to is not fatal.
         let _ = sys::set_oom_score_adj(pid, (score + 1).min(1000));
+    }
+    if let Some(cgroup) = &config.shim_cgroup {
+        // As runc's shim: the daemon goes into the operator's cgroup, or the start fails.
+        if let Err(e) = myshim_runtime::cgroups::move_into_existing(cgroup, pid) {
+            let _ = sys::send_signal(pid, libc::SIGKILL as u32);
+            let _ = child.wait();
+            let _ = fs::remove_file(socket);
+            return Err(anyhow!(e).context(format!("shim_cgroup {cgroup:?}")));
+        }
     }
     // The daemon outlives us; containerd, not this process, is its parent from now on.
     std::mem::forget(child);
