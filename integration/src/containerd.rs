@@ -112,6 +112,13 @@ impl Containerd {
         containerd
     }
 
+    /// The network namespaces containerd's CRI made for pods: kept in the instance's state
+    /// directory (`netns_mounts_under_state_dir`), so a failed test's are unmounted with the instance.
+    pub fn pod_network_namespaces(&self) -> Vec<PathBuf> {
+        let plugins = fs::read_dir(self.dir.join("state")).into_iter().flatten().flatten();
+        plugins.flat_map(|plugin| fs::read_dir(plugin.path().join("netns")).into_iter().flatten().flatten()).map(|e| e.path()).collect()
+    }
+
     pub fn socket(&self) -> PathBuf {
         self.dir.join("containerd.sock")
     }
@@ -351,6 +358,7 @@ fn cri_config(version: Version, dir: &Path, handler_options: &str) -> String {
 
 [plugins.'io.containerd.cri.v1.runtime']
   restrict_oom_score_adj = true
+  netns_mounts_under_state_dir = true
 
 [plugins.'io.containerd.cri.v1.runtime'.cni]
   bin_dirs = ["/usr/lib/cni"]
@@ -368,6 +376,7 @@ fn cri_config(version: Version, dir: &Path, handler_options: &str) -> String {
 [plugins."io.containerd.grpc.v1.cri"]
   sandbox_image = "{pause}"
   restrict_oom_score_adj = true
+  netns_mounts_under_state_dir = true
   stream_server_port = "0"
 
 [plugins."io.containerd.grpc.v1.cri".cni]

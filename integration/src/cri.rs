@@ -104,6 +104,11 @@ impl Cri {
         self.call(|mut c| async move { c.update_container_resources(request).await }).map(drop)
     }
 
+    /// The runtime handlers containerd reports, with the features it found for each.
+    pub fn runtime_handlers(&self) -> Result<Vec<cri::RuntimeHandler>, tonic::Status> {
+        self.call(|mut c| async move { c.status(cri::StatusRequest { verbose: false }).await }).map(|r| r.runtime_handlers)
+    }
+
     pub fn image_present(&self, image: &str) -> Result<bool, tonic::Status> {
         let request = cri::ImageStatusRequest { image: Some(cri::ImageSpec { image: image.into(), annotations: HashMap::new() }), verbose: false };
         let mut images = self.images.clone();

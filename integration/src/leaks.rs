@@ -73,12 +73,16 @@ pub fn signal(pid: u32, signal: nix::sys::signal::Signal) {
 
 /// Shim daemons started for this instance (their command line names its socket).
 pub fn shim_processes(containerd: &Containerd) -> Vec<(u32, String)> {
-    let address = containerd.socket().display().to_string();
+    shims_of_address(&containerd.socket().display().to_string())
+}
+
+/// myshim processes started for the containerd at `address`: (pid, command line).
+pub fn shims_of_address(address: &str) -> Vec<(u32, String)> {
     processes()
         .filter_map(|pid| {
             let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
             let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            (cmdline.contains("containerd-shim-myshim-v1") && cmdline.contains(&address)).then_some((pid, cmdline))
+            (cmdline.contains("containerd-shim-myshim-v1") && cmdline.contains(address)).then_some((pid, cmdline))
         })
         .collect()
 }

@@ -54,8 +54,8 @@ fn container_pid(c: &Containerd, id: &str) -> u32 {
 }
 
 /// Nothing of the instance's pods is left: shims, container processes, mounts, cgroups below the
-/// pods' parent, network namespaces made by CNI.
-fn assert_pods_gone(c: &Containerd, parent: &str, netns_before: &[String]) {
+/// pods' parent, network namespaces made for the pods.
+fn assert_pods_gone(c: &Containerd, parent: &str) {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let mut left = Vec::new();
@@ -66,18 +66,13 @@ fn assert_pods_gone(c: &Containerd, parent: &str, netns_before: &[String]) {
                 left.push(format!("cgroup {}", child.path().display()));
             }
         }
-        let netns: Vec<String> = netns_now().into_iter().filter(|n| !netns_before.contains(n)).collect();
-        left.extend(netns.into_iter().map(|n| format!("netns {n}")));
+        left.extend(c.pod_network_namespaces().into_iter().map(|n| format!("netns {}", n.display())));
         if left.is_empty() {
             return;
         }
         assert!(Instant::now() < deadline, "left behind: {left:#?}");
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-fn netns_now() -> Vec<String> {
-    fs::read_dir("/run/netns").into_iter().flatten().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).filter(|n| n.starts_with("cni-")).collect()
 }
 
 fn remove_parent_cgroups(parent: &str) {
@@ -97,7 +92,6 @@ fn remove_parent_cgroups(parent: &str) {
 fn pod_lifecycle(version: Version) {
     let c = Containerd::start_cri(version, "cri-pod", "");
     let api = Cri::connect(&c.socket());
-    let netns_before = netns_now();
     let parent = cgroup_parent(&format!("pod{}", version.dir_name().replace('.', "")));
     let logs = c.dir.join("pod-logs");
     fs::create_dir_all(&logs).unwrap();
@@ -149,7 +143,7 @@ fn pod_lifecycle(version: Version) {
     api.stop_pod(&pod_id).expect("StopPodSandbox");
     api.remove_pod(&pod_id).expect("RemovePodSandbox");
     assert!(api.list_pods().unwrap().is_empty(), "ListPodSandbox is empty at the end");
-    assert_pods_gone(&c, &parent, &netns_before);
+    assert_pods_gone(&c, &parent);
     remove_parent_cgroups(&parent);
 }
 
@@ -168,7 +162,6 @@ fn host_link(pid: u32, ns: &str) -> String {
 fn pod_semantics(version: Version) {
     let c = Containerd::start_cri(version, "cri-ns", "");
     let api = Cri::connect(&c.socket());
-    let netns_before = netns_now();
     let parent = cgroup_parent(&format!("ns{}", version.dir_name().replace('.', "")));
     let logs = c.dir.join("pod-logs");
     fs::create_dir_all(&logs).unwrap();
@@ -207,7 +200,7 @@ fn pod_semantics(version: Version) {
     api.remove_pod(&pod_id).expect("RemovePodSandbox");
     assert!(api.list_containers().unwrap().is_empty());
     assert!(api.list_pods().unwrap().is_empty());
-    assert_pods_gone(&c, &parent, &netns_before);
+    assert_pods_gone(&c, &parent);
     remove_parent_cgroups(&parent);
 }
 
@@ -227,7 +220,7 @@ fn host_network_pod(version: Version) {
     assert_eq!(out.trim(), containerd_netns, "the node's network namespace");
     api.stop_pod(&pod_id).unwrap();
     api.remove_pod(&pod_id).unwrap();
-    assert_pods_gone(&c, &parent, &netns_now());
+    assert_pods_gone(&c, &parent);
     remove_parent_cgroups(&parent);
 }
 
@@ -235,7 +228,6 @@ fn host_network_pod(version: Version) {
 fn operator_errors(version: Version) {
     let c = Containerd::start_cri(version, "cri-errors", "");
     let api = Cri::connect(&c.socket());
-    let netns_before = netns_now();
     let parent = cgroup_parent(&format!("err{}", version.dir_name().replace('.', "")));
     let logs = c.dir.join("pod-logs");
     fs::create_dir_all(&logs).unwrap();
@@ -262,7 +254,122 @@ fn operator_errors(version: Version) {
     api.remove_pod(&pod_id).unwrap();
     assert!(api.list_pods().unwrap().is_empty());
     assert!(api.list_containers().unwrap().is_empty());
-    assert_pods_gone(&c, &parent, &netns_before);
+    assert_pods_gone(&c, &parent);
+    remove_parent_cgroups(&parent);
+}
+
+/// A kubelet-style volume directory: a shared mount of its own (as /var/lib/kubelet is on a node)
+/// with a tmpfs mounted inside it. Unmounted, with whatever a container mounted into it, at drop.
+struct Volume {
+    dir: PathBuf,
+    _scratch: myshim_integration::paths::Scratch,
+}
+
+impl Volume {
+    fn new(name: &str) -> Volume {
+        use nix::mount::{mount, MsFlags};
+        let scratch = myshim_integration::paths::scratch(name);
+        let dir = scratch.join("volume");
+        fs::create_dir_all(&dir).unwrap();
+        let volume = Volume { dir, _scratch: scratch };
+        mount(Some(&volume.dir), &volume.dir, None::<&str>, MsFlags::MS_BIND, None::<&str>).expect("bind the volume onto itself");
+        mount(None::<&str>, &volume.dir, None::<&str>, MsFlags::MS_SHARED, None::<&str>).expect("make the volume shared");
+        let sub = volume.dir.join("sub");
+        fs::create_dir_all(&sub).unwrap();
+        mount(Some("tmpfs"), &sub, Some("tmpfs"), MsFlags::empty(), Some("size=1m")).expect("mount the volume's tmpfs");
+        volume
+    }
+
+    fn mounted(&self, path: &str) -> bool {
+        leaks::mounts_under(&self.dir).contains(&self.dir.join(path))
+    }
+}
+
+impl Drop for Volume {
+    // Runs before the scratch directory is removed (fields drop after this).
+    fn drop(&mut self) {
+        for mount in leaks::mounts_under(&self.dir) {
+            let _ = nix::mount::umount2(&mount, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+fn volume_mount(volume: &Volume, container_path: &str, propagation: v1::MountPropagation, recursive_read_only: bool) -> v1::Mount {
+    v1::Mount {
+        container_path: container_path.into(),
+        host_path: volume.dir.display().to_string(),
+        readonly: recursive_read_only,
+        propagation: propagation as i32,
+        recursive_read_only,
+        ..Default::default()
+    }
+}
+
+/// The handler an operator declares on containerd 2.1–2.3 to get Kubernetes' recursive read-only
+/// mounts: those versions ask only handlers of type `io.containerd.runc.v2` for the runtime's
+/// features (2.4 asks every shim), so myshim is named as that type's binary.
+fn runc_typed_handler(version: Version) -> String {
+    let table = match version {
+        Version::V2_1 => "plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.myshim-runc-type",
+        _ => "plugins.\"io.containerd.grpc.v1.cri\".containerd.runtimes.myshim-runc-type",
+    };
+    format!("[{table}]\n  runtime_type = \"io.containerd.runc.v2\"\n  runtime_path = \"{}\"\n", myshim_integration::paths::shim_binary().display())
+}
+
+/// Volumes as kubelet mounts them. Bidirectional: the rootfs becomes rshared while containerd's
+/// overlay is mounted on it, and a mount made inside the container appears on the node. Recursive
+/// read-only (containerd 2.x, which finds `rro` in the runtime's features): the volume's submounts
+/// are read-only in the container too, while the node still writes to them.
+fn volumes(version: Version) {
+    let c = Containerd::start_cri(version, "cri-vol", &runc_typed_handler(version));
+    let api = Cri::connect(&c.socket());
+    let parent = cgroup_parent(&format!("vol{}", version.dir_name().replace('.', "")));
+    let logs = c.dir.join("pod-logs");
+    fs::create_dir_all(&logs).unwrap();
+    let volume = Volume::new(&format!("cri-vol-{}", version.dir_name()));
+    // Kubernetes allows bidirectional propagation to privileged containers only.
+    let mut pod = cri::pod_config("volumes", &logs, &parent, false);
+    pod.linux.as_mut().unwrap().security_context.as_mut().unwrap().privileged = true;
+    let pod_id = api.run_pod(&pod, "myshim").expect("RunPodSandbox");
+
+    let mut config = cri::container_config("bidi", image::BUSYBOX, &["sleep", "1000"]);
+    config.mounts = vec![volume_mount(&volume, "/vol", v1::MountPropagation::PropagationBidirectional, false)];
+    config.linux.as_mut().unwrap().security_context.as_mut().unwrap().privileged = true;
+    let bidi = api.create_container(&pod_id, &config, &pod).expect("CreateContainer with a bidirectional mount");
+    api.start_container(&bidi).expect("StartContainer");
+    let (code, _, err) = api.exec_sync(&bidi, &["sh", "-c", "mkdir -p /vol/made && mount -t tmpfs made /vol/made && touch /vol/sub/from-bidi"]).unwrap();
+    assert_eq!(code, 0, "{err}");
+    wait_for(|| volume.mounted("made"), "the container's mount reaching the node");
+    assert!(volume.dir.join("sub/from-bidi").exists());
+    api.stop_pod(&pod_id).expect("StopPodSandbox");
+    api.remove_pod(&pod_id).expect("RemovePodSandbox");
+
+    if version == Version::V2_1 {
+        let handlers = api.runtime_handlers().unwrap();
+        let runc_typed = handlers.iter().find(|h| h.name == "myshim-runc-type").unwrap_or_else(|| panic!("{handlers:?}"));
+        assert!(runc_typed.features.as_ref().is_some_and(|f| f.recursive_read_only_mounts), "rro found in myshim's -info features: {handlers:?}");
+
+        let pod = cri::pod_config("readonly", &logs, &parent, false);
+        let pod_id = api.run_pod(&pod, "myshim-runc-type").expect("RunPodSandbox");
+        let mut config = cri::container_config("rro", image::BUSYBOX, &["sleep", "1000"]);
+        config.mounts = vec![volume_mount(&volume, "/ro", v1::MountPropagation::PropagationPrivate, true)];
+        let rro = api.create_container(&pod_id, &config, &pod).expect("CreateContainer with a recursive read-only mount");
+        api.start_container(&rro).expect("StartContainer");
+        let parent_of_pause = fs::read_to_string(format!("/proc/{}/stat", sandbox_pid(&c, &pod_id))).unwrap().split_whitespace().nth(3).unwrap().to_owned();
+        let shims = leaks::shim_processes(&c);
+        assert!(shims.iter().any(|(pid, _)| pid.to_string() == parent_of_pause), "the pod runs on myshim: {shims:?}");
+        for path in ["/ro/x", "/ro/sub/x"] {
+            let (code, _, err) = api.exec_sync(&rro, &["touch", path]).unwrap();
+            assert_ne!(code, 0, "{path} is writable");
+            assert!(err.contains("Read-only file system"), "{path}: {err}");
+        }
+        let (_, out, _) = api.exec_sync(&rro, &["ls", "/ro/sub"]).unwrap();
+        assert!(out.contains("from-bidi"), "the volume's submount is seen: {out}");
+        fs::write(volume.dir.join("sub/from-node"), "").expect("the node still writes to the submount");
+        api.stop_pod(&pod_id).expect("StopPodSandbox");
+        api.remove_pod(&pod_id).expect("RemovePodSandbox");
+    }
+    assert_pods_gone(&c, &parent);
     remove_parent_cgroups(&parent);
 }
 
@@ -273,7 +380,7 @@ macro_rules! for_versions {
     };
 }
 
-for_versions!(pod_lifecycle, pod_semantics, host_network_pod, operator_errors);
+for_versions!(pod_lifecycle, pod_semantics, host_network_pod, operator_errors, volumes);
 
 /// The handler's `options` table reaches the shim (containerd 1.7 passes it as ConfigBody): here
 /// `protocol = "grpc"`, which 1.7 can hold.
@@ -294,6 +401,6 @@ fn handler_options_select_grpc_on_containerd_1_7() {
     assert!(address.contains("\"protocol\":\"grpc\""), "{address}");
     api.stop_pod(&pod_id).unwrap();
     api.remove_pod(&pod_id).unwrap();
-    assert_pods_gone(&c, &parent, &netns_now());
+    assert_pods_gone(&c, &parent);
     remove_parent_cgroups(&parent);
 }

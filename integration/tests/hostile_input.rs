@@ -209,6 +209,17 @@ fn broken_bundles_and_stdio() {
     }, ["", "", ""]);
     assert!(message.contains("/nonexistent/source"), "{message}");
 
+    // Failures inside the container's init, after the clone, fail Create itself (runc reports them
+    // at create): soft above hard, and a limit above what the kernel allows (fs.nr_open).
+    let message = refused(&shim, &mut client, "softhard", &["true"], |s| {
+        s["process"]["rlimits"] = serde_json::json!([{"type": "RLIMIT_NOFILE", "soft": 2048, "hard": 1024}])
+    }, ["", "", ""]);
+    assert!(message.contains("process.rlimits"), "{message}");
+    let message = refused(&shim, &mut client, "overnropen", &["true"], |s| {
+        s["process"]["rlimits"] = serde_json::json!([{"type": "RLIMIT_NOFILE", "soft": 1u64 << 40, "hard": 1u64 << 40}])
+    }, ["", "", ""]);
+    assert!(message.contains("RLIMIT_NOFILE"), "{message}");
+
     let message = refused(&shim, &mut client, "nostdio", &["true"], |_| {}, ["", "/nonexistent/dir/stdout", ""]);
     assert!(message.contains("/nonexistent/dir/stdout"), "{message}");
 

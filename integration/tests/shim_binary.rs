@@ -172,3 +172,55 @@ fn unconnected_daemon_exits_by_itself() {
     wait_gone(record["pid"].as_u64().unwrap() as u32);
     assert!(!Path::new(&socket).exists(), "socket removed");
 }
+
+/// runc's `ShimCgroup` (here `shim_cgroup` in the shim's config): the daemon runs in the operator's
+/// existing cgroup; one that does not exist fails `start` and leaves no daemon or socket.
+#[test]
+fn shim_cgroup_holds_the_daemon() {
+    let dir = paths::scratch("shimcg");
+    let group = format!("/myshim-shimcg-{}", std::process::id());
+    let group_dir = if myshim_integration::host::pure_v2() { format!("/sys/fs/cgroup{group}") } else { format!("/sys/fs/cgroup/memory{group}") };
+    std::fs::create_dir_all(&group_dir).unwrap();
+    struct RemoveGroup(String);
+    impl Drop for RemoveGroup {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir(&self.0);
+        }
+    }
+    let _remove = RemoveGroup(group_dir);
+
+    let start = |id: &str, shim_cgroup: &str| {
+        let bundle = dir.join(id);
+        std::fs::create_dir_all(&bundle).unwrap();
+        std::fs::write(bundle.join("config.json"), "{}").unwrap();
+        make_fifo(&bundle.join("log"));
+        let config = dir.join(format!("{id}.toml"));
+        std::fs::write(&config, format!("idle_exit_seconds = 1\nshim_cgroup = {shim_cgroup:?}\n")).unwrap();
+        let address = dir.join("containerd.sock").display().to_string();
+        Command::new(paths::shim_binary())
+            .args(["-namespace", "ns", "-address", &address, "-publish-binary", "/bin/true", "-id", id, "start"])
+            .current_dir(&bundle)
+            .env_remove("GRPC_ADDRESS")
+            .env("MYSHIM_CONFIG", &config)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    };
+
+    let out = start("placed", &group);
+    assert!(out.status.success(), "{out:?}");
+    let socket = String::from_utf8(out.stdout).unwrap().trim_start_matches("unix://").to_owned();
+    let _cleanup = DaemonCleanup { socket: socket.clone() };
+    let record: serde_json::Value = serde_json::from_slice(&std::fs::read(format!("{socket}.myshim.json")).unwrap()).unwrap();
+    let pid = record["pid"].as_u64().unwrap() as u32;
+    assert_eq!(myshim_integration::host::process_cgroup(pid), group);
+    wait_gone(pid);
+
+    let missing = format!("{group}-missing");
+    let out = start("nowhere", &missing);
+    assert!(!out.status.success(), "start succeeded with a shim cgroup that does not exist");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains(&missing), "{text}");
+    let address = dir.join("containerd.sock").display().to_string();
+    assert_eq!(leaks::shims_of_address(&address), [], "a daemon was left running");
+}

@@ -89,6 +89,88 @@ fn features_document() {
     assert_eq!(doc["ociVersionMax"], "1.2.0");
     assert!(doc["linux"]["namespaces"].as_array().unwrap().contains(&json!("user")));
     assert_eq!(doc["linux"]["seccomp"]["enabled"], true);
+    assert_eq!(doc["linux"]["cgroup"]["systemd"], true);
+    let options: Vec<&str> = doc["mountOptions"].as_array().unwrap().iter().filter_map(Value::as_str).collect();
+    for recursive in ["rro", "rrw", "rnosuid", "rnodev", "rnoexec", "rnoatime", "rnodiratime", "rrelatime", "rstrictatime", "rnosymfollow"] {
+        assert!(options.contains(&recursive), "{recursive} in {options:?}");
+    }
+}
+
+/// Whether this process's bounding set has CAP_SYS_RESOURCE (root on the development machines lacks it).
+fn we_have_sys_resource() -> bool {
+    let status = fs::read_to_string("/proc/self/status").unwrap();
+    let bounding = status.lines().find_map(|l| l.strip_prefix("CapBnd:")).map(|v| u64::from_str_radix(v.trim(), 16).unwrap()).unwrap();
+    bounding & (1 << 24) != 0
+}
+
+/// Everything up to the program is done by `create`, so a setup failure inside the container fails
+/// `create` (as with runc), with the reason, and leaves nothing: here an rlimit the kernel refuses,
+/// and every capability raised (capset fails where root lacks CAP_SYS_RESOURCE).
+#[test]
+fn setup_failures_fail_create() {
+    let mut b = Bundle::new("badrlimit");
+    b.spec["process"]["rlimits"] = json!([{"type": "RLIMIT_NOFILE", "soft": 2048, "hard": 1024}]);
+    b.set_args(&["true"]).write_spec();
+    let out = b.runc(&["create", "--bundle", b.dir.to_str().unwrap(), &b.id]);
+    assert!(!out.status.success(), "create reported success for a container that cannot run");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("process.rlimits"), "{out:?}");
+    b.assert_clean();
+
+    let every: Vec<String> = [
+        "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "SETGID", "SETUID", "SETPCAP", "LINUX_IMMUTABLE", "NET_BIND_SERVICE",
+        "NET_BROADCAST", "NET_ADMIN", "NET_RAW", "IPC_LOCK", "IPC_OWNER", "SYS_MODULE", "SYS_RAWIO", "SYS_CHROOT", "SYS_PTRACE", "SYS_PACCT", "SYS_ADMIN",
+        "SYS_BOOT", "SYS_NICE", "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "MKNOD", "LEASE", "AUDIT_WRITE", "AUDIT_CONTROL", "SETFCAP",
+    ]
+    .iter()
+    .map(|c| format!("CAP_{c}"))
+    .collect();
+    let mut b = Bundle::new("allcaps");
+    b.spec["process"]["capabilities"] = json!({"bounding": every, "effective": every, "permitted": every});
+    b.set_args(&["true"]).write_spec();
+    let out = b.runc(&["create", "--bundle", b.dir.to_str().unwrap(), &b.id]);
+    if we_have_sys_resource() {
+        assert!(out.status.success(), "{out:?}");
+        assert!(b.runc(&["delete", "--force", &b.id]).status.success());
+    } else {
+        assert!(!out.status.success(), "create reported success for a container whose capabilities cannot be set");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("process.capabilities"), "{out:?}");
+    }
+    b.assert_clean();
+}
+
+/// `--preserve-fds N`: descriptors 3 … 3+N-1 of the caller reach the program, for run and exec.
+#[test]
+fn preserved_descriptors_reach_the_program() {
+    let mut b = Bundle::new("preserve");
+    let (one, two) = (b.dir.join("one"), b.dir.join("two"));
+    fs::write(&one, "first\n").unwrap();
+    fs::write(&two, "second\n").unwrap();
+    b.set_args(&["sh", "-c", "cat <&3; cat <&4; ls /proc/self/fd | wc -l"]).write_spec();
+    let root = b.root.clone();
+    let runc = |verb: &str, rest: &str| {
+        let line = format!("exec 3<{} 4<{}; exec {} --root {} {verb} --preserve-fds 2 {rest}", one.display(), two.display(), common::RUNC, root.display());
+        std::process::Command::new("sh").args(["-c", &line]).output().unwrap()
+    };
+    let out = runc("run", &format!("--bundle {} {}", b.dir.display(), b.id));
+    assert!(out.status.success(), "{out:?}");
+    // stdio, the two descriptors and the one ls opens for the directory: nothing else of the runtime.
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "first\nsecond\n6\n");
+    b.assert_clean();
+    b.start_detached(&["sleep", "30"]);
+    let out = runc("exec", &format!("{} sh -c 'cat <&3; cat <&4'", b.id));
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "first\nsecond\n");
+    assert!(b.runc(&["delete", "--force", &b.id]).status.success());
+    b.assert_clean();
+}
+
+/// Errors on stderr carry the word "error", as runc's do (tools look for it).
+#[test]
+fn errors_say_error() {
+    let b = Bundle::new("errword");
+    let out = b.runc(&["state", "no-such-container"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("error"), "{out:?}");
 }
 
 /// Bad specs fail with the field named, and leave no mount, cgroup, state or process.
@@ -114,4 +196,22 @@ fn bad_specs_name_the_field_and_leave_nothing() {
         assert!(err.contains(expected), "{what}: {err}");
         b.assert_clean();
     }
+}
+
+/// runc's start reads the exec fifo to its end, which the init's execve closes: when start returns,
+/// the program runs, so a signal sent right after start reaches the program and not the runtime's init.
+#[test]
+fn start_returns_once_the_program_runs() {
+    let mut b = Bundle::new("startexec");
+    b.set_args(&["sleep", "30"]).write_spec();
+    for round in 0..5 {
+        let id = format!("{}-{round}", b.id);
+        assert!(b.runc_detached(&["create", "--bundle", b.dir.to_str().unwrap(), &id]));
+        let pid = serde_json::from_slice::<Value>(&b.runc(&["state", &id]).stdout).unwrap()["pid"].as_u64().unwrap();
+        assert!(b.runc(&["start", &id]).status.success());
+        let comm = fs::read_to_string(format!("/proc/{pid}/comm")).unwrap();
+        assert_eq!(comm.trim(), "sleep", "round {round}: start returned before the program ran");
+        assert!(b.runc(&["delete", "--force", &id]).status.success());
+    }
+    b.assert_clean();
 }

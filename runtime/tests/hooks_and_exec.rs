@@ -199,3 +199,57 @@ fn hooks_without_env_inherit_it() {
     assert_eq!(fs::read_to_string(b.rootfs().join("env-inside.log")).unwrap().trim(), "startContainer from-the-process");
     b.assert_clean();
 }
+
+/// runc's exec flags: a variable given for the exec replaces the spec's (also in a process file, which
+/// stands alone), `--cap` adds to the bounding, effective and permitted sets only (never the
+/// inheritable one, CVE-2022-29162), and `--user`, `--additional-gids`, `--cwd`, `--no-new-privs`,
+/// `--cgroup` take effect.
+#[test]
+fn exec_flags_as_runc() {
+    let mut b = Bundle::new("execflags");
+    b.spec["process"]["env"].as_array_mut().unwrap().push(json!("WHO=spec"));
+    b.spec["process"]["noNewPrivileges"] = json!(false);
+    b.start_detached(&["sleep", "30"]);
+    let run = |args: &[&str]| {
+        let out = b.runc(&[&["exec"][..], args].concat());
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert_eq!(run(&["--env", "WHO=exec", &b.id, "sh", "-c", "echo $WHO"]).trim(), "exec");
+    let process = json!({"args": ["sh", "-c", "echo ${WHO:-unset}"], "cwd": "/", "user": {"uid": 0, "gid": 0}, "env": ["PATH=/bin", "WHO=file", "WHO=file-last"]});
+    let file = b.dir.join("process.json");
+    fs::write(&file, process.to_string()).unwrap();
+    assert_eq!(run(&["--process", file.to_str().unwrap(), &b.id]).trim(), "file-last");
+
+    let caps = run(&["--cap", "CAP_SYS_ADMIN", &b.id, "grep", "-E", "^Cap(Inh|Eff|Bnd)", "/proc/self/status"]);
+    let field = |name: &str| u64::from_str_radix(caps.lines().find_map(|l| l.strip_prefix(name)).unwrap().trim(), 16).unwrap();
+    let sys_admin = 1u64 << 21;
+    assert!(field("CapEff:") & sys_admin != 0 && field("CapBnd:") & sys_admin != 0, "{caps}");
+    assert_eq!(field("CapInh:"), 0, "nothing inheritable: {caps}");
+
+    let identity = run(&["--user", "1000:1000", "--additional-gids", "44", "--additional-gids", "55", "--cwd", "/tmp", "--no-new-privs", &b.id, "sh", "-c", "id -u; id -G; pwd; grep NoNewPrivs /proc/self/status"]);
+    let lines: Vec<&str> = identity.lines().collect();
+    assert_eq!(lines[0], "1000");
+    assert_eq!(lines[1].split_whitespace().collect::<Vec<_>>(), ["1000", "44", "55"]);
+    assert_eq!(lines[2], "/tmp");
+    assert!(lines[3].ends_with('1'), "{identity}");
+
+    // --cgroup: an existing sub-cgroup of the container's (in each of its hierarchies).
+    let subs: Vec<std::path::PathBuf> = fs::read_dir("/sys/fs/cgroup")
+        .unwrap()
+        .flatten()
+        .map(|h| if common::pure_v2() { std::path::PathBuf::from("/sys/fs/cgroup") } else { h.path() }.join(b.cgroup_relative()))
+        .filter(|dir| dir.is_dir())
+        .map(|dir| dir.join("sub"))
+        .collect();
+    for sub in &subs {
+        fs::create_dir_all(sub).unwrap();
+    }
+    let cgroup = run(&["--cgroup", "sub", &b.id, "cat", "/proc/self/cgroup"]);
+    for sub in &subs {
+        let _ = fs::remove_dir(sub);
+    }
+    assert!(!cgroup.is_empty() && cgroup.lines().all(|l| l.ends_with("/sub")), "{cgroup}");
+    assert!(b.runc(&["delete", "--force", &b.id]).status.success());
+    b.assert_clean();
+}

@@ -96,6 +96,7 @@ fn invalid_namespace_combinations_name_the_field() {
         ("unknown type", Box::new(|b: &mut Bundle| b.spec["linux"]["namespaces"].as_array_mut().unwrap().push(json!({"type": "bogus"}))), "linux.namespaces"),
         ("listed twice", Box::new(|b: &mut Bundle| b.spec["linux"]["namespaces"].as_array_mut().unwrap().push(json!({"type": "pid"}))), "listed twice"),
         ("missing path", Box::new(|b: &mut Bundle| b.spec["linux"]["namespaces"].as_array_mut().unwrap().push(json!({"type": "cgroup", "path": "/nonexistent/ns"}))), "/nonexistent/ns"),
+        ("masking without a mount namespace", Box::new(|b: &mut Bundle| b.spec["linux"]["namespaces"].as_array_mut().unwrap().retain(|n| n["type"] != "mount")), "linux.maskedPaths"),
     ];
     for (what, change, expected) in cases {
         let mut b = Bundle::new("badns");
@@ -105,4 +106,37 @@ fn invalid_namespace_combinations_name_the_field() {
         assert!(err.contains(expected), "{what}: {err}");
         b.assert_clean();
     }
+}
+
+/// A read-only root inside a user namespace: the remount keeps the flags the namespace may not
+/// change (runc does it too).
+#[test]
+fn read_only_root_in_a_user_namespace() {
+    let mut b = Bundle::new("usernsro");
+    let status = std::process::Command::new("chown").args(["-R", "100000:100000"]).arg(b.rootfs()).status().unwrap();
+    assert!(status.success());
+    b.spec["root"]["readonly"] = json!(true);
+    b.spec["linux"]["namespaces"].as_array_mut().unwrap().push(json!({"type": "user"}));
+    b.spec["linux"]["uidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    b.spec["linux"]["gidMappings"] = json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+    let (code, out, err) = b.sh("touch /x 2>&1; id -u");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("Read-only file system") && out.trim_end().ends_with('0'), "{out}");
+    b.assert_clean();
+}
+
+/// The runtime spec lets a container share the runtime's mount namespace (runc runs such a spec):
+/// its mounts are made there, below the rootfs, confined by chroot, and removed at delete.
+#[test]
+fn a_spec_without_a_mount_namespace_runs_and_cleans_up() {
+    let mut b = Bundle::new("nomntns");
+    b.spec["linux"]["namespaces"].as_array_mut().unwrap().retain(|n| n["type"] != "mount");
+    b.spec["linux"]["maskedPaths"] = json!([]);
+    b.spec["linux"]["readonlyPaths"] = json!([]);
+    let (code, out, err) = b.sh("readlink /proc/self/ns/mnt; ls /bin/busybox");
+    assert_eq!(code, 0, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], host_ns("mnt"), "the runtime's mount namespace");
+    assert_eq!(lines[1], "/bin/busybox", "inside the rootfs");
+    b.assert_clean();
 }

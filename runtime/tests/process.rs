@@ -167,7 +167,20 @@ fn bad_seccomp_profiles_name_the_field() {
     b.spec["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [{"names": ["mount"], "action": "SCMP_ACT_NOTIFY"}]});
     let (code, _, err) = b.sh("true");
     assert_ne!(code, 0);
-    assert!(err.contains("linux.seccomp.syscalls") && err.contains("NOTIFY"), "{err}");
+    assert!(err.contains("linux.seccomp.listenerPath") && err.contains("NOTIFY"), "SCMP_ACT_NOTIFY without a listener: {err}");
+    b.assert_clean();
+    let mut b = Bundle::new("badseccomp");
+    b.spec["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_NOTIFY", "listenerPath": "/run/nobody.sock"});
+    let (code, _, err) = b.sh("true");
+    assert_ne!(code, 0);
+    assert!(err.contains("linux.seccomp.defaultAction"), "{err}");
+    b.assert_clean();
+    // A listener that is not there: create fails, naming it, and leaves nothing.
+    let mut b = Bundle::new("badseccomp");
+    b.spec["linux"]["seccomp"] = json!({"defaultAction": "SCMP_ACT_ALLOW", "listenerPath": "/run/myshim-no-listener.sock", "syscalls": [{"names": ["mount"], "action": "SCMP_ACT_NOTIFY"}]});
+    let (code, _, err) = b.sh("true");
+    assert_ne!(code, 0);
+    assert!(err.contains("/run/myshim-no-listener.sock"), "{err}");
     b.assert_clean();
 }
 
@@ -218,5 +231,76 @@ fn terminal_through_a_console_socket() {
     assert!(text.contains("33 111"), "consoleSize: {text:?}");
     std::thread::sleep(std::time::Duration::from_millis(200));
     assert!(b.runc(&["delete", &b.id]).status.success());
+    b.assert_clean();
+}
+
+/// Seccomp user notification: the listener named by `listenerPath` gets the filter's notification
+/// descriptor with the container's state (runc's message), for the init and for an exec, and
+/// answers the container's system calls.
+#[test]
+fn seccomp_notifications_reach_the_listener() {
+    use libseccomp::{ScmpNotifReq, ScmpNotifResp, ScmpNotifRespFlags};
+    use std::os::fd::AsRawFd;
+    let mut b = Bundle::new("notify");
+    let socket = b.dir.join("listener.sock");
+    let listener = UnixListener::bind(&socket).unwrap();
+    b.spec["linux"]["seccomp"] = json!({
+        "defaultAction": "SCMP_ACT_ALLOW",
+        "listenerPath": socket,
+        "listenerMetadata": "from-the-spec",
+        "syscalls": [{"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY"}]
+    });
+    // The listener: take each connection's state and descriptor, then answer every mkdir with ENOMSG.
+    let states = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = states.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let mut buffer = [0u8; 8192];
+            let mut space = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+            let (length, fd) = {
+                let mut iov = [std::io::IoSliceMut::new(&mut buffer)];
+                let msg = nix::sys::socket::recvmsg::<()>(stream.as_raw_fd(), &mut iov, Some(&mut space), nix::sys::socket::MsgFlags::empty()).unwrap();
+                let fd = msg.cmsgs().unwrap().find_map(|c| match c {
+                    nix::sys::socket::ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
+                    _ => None,
+                });
+                (msg.bytes, fd)
+            };
+            let text = String::from_utf8_lossy(&buffer[..length]).into_owned();
+            seen.lock().unwrap().push(text);
+            let Some(fd) = fd else { continue };
+            // SAFETY: the descriptor just arrived with the message and is ours.
+            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            std::thread::spawn(move || {
+                while let Ok(request) = ScmpNotifReq::receive(fd.as_raw_fd()) {
+                    let _ = ScmpNotifResp::new_error(request.id, -libc::ENOMSG, ScmpNotifRespFlags::empty()).respond(fd.as_raw_fd());
+                }
+            });
+        }
+    });
+    b.start_detached(&["sleep", "30"]);
+    let out = b.runc(&["exec", &b.id, "sh", "-c", "mkdir /tmp/x 2>&1; true"]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("No message of desired type"), "the listener answered: {out:?}");
+    let states = states.lock().unwrap().clone();
+    assert_eq!(states.len(), 2, "one message for the init, one for the exec: {states:?}");
+    for state in &states {
+        let state: serde_json::Value = serde_json::from_str(state).unwrap();
+        assert_eq!(state["fds"], json!(["seccompFd"]));
+        assert_eq!(state["metadata"], "from-the-spec");
+        assert_eq!(state["state"]["id"], b.id.as_str());
+        assert!(state["pid"].as_u64().unwrap() > 0);
+    }
+    assert!(b.runc(&["delete", "--force", &b.id]).status.success());
+    b.assert_clean();
+}
+
+/// `linux.personality` LINUX32: the program sees a 32-bit machine.
+#[test]
+fn personality_linux32() {
+    let mut b = Bundle::new("linux32");
+    b.spec["linux"]["personality"] = json!({"domain": "LINUX32"});
+    let (code, out, err) = b.sh("uname -m");
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), "i686");
     b.assert_clean();
 }

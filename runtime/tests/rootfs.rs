@@ -137,3 +137,55 @@ fn bad_mounts_name_the_field() {
     assert!(err.contains("mounts[7]") && err.contains("nosuchfs"), "{err}");
     b.assert_clean();
 }
+
+/// Recursive mount attributes (`rro`, `rnoexec`, …) reach every mount of the tree, where `ro` only
+/// changes the top one.
+#[test]
+fn recursive_mount_attributes_cover_submounts() {
+    let mut b = Bundle::new("rro");
+    let data = b.dir.join("data");
+    fs::create_dir_all(data.join("sub")).unwrap();
+    let status = std::process::Command::new("mount").args(["-t", "tmpfs", "tmpfs"]).arg(data.join("sub")).status().unwrap();
+    assert!(status.success());
+    add_mount(&mut b, json!({"destination": "/plain", "type": "bind", "source": data, "options": ["rbind", "ro"]}));
+    add_mount(&mut b, json!({"destination": "/recursive", "type": "bind", "source": data, "options": ["rbind", "rro", "rnoexec"]}));
+    let (code, out, err) = b.sh("touch /plain/sub/x 2>&1 && echo plain-sub-writable; touch /recursive/sub/x 2>&1; grep ' /recursive/sub ' /proc/self/mountinfo");
+    let _ = std::process::Command::new("umount").arg(data.join("sub")).status();
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("plain-sub-writable"), "ro is not recursive: {out}");
+    assert!(out.contains("Read-only file system"), "rro reaches the submount: {out}");
+    let line = out.lines().find(|l| l.contains(" /recursive/sub ")).unwrap_or_default();
+    assert!(line.split_whitespace().nth(5).is_some_and(|o| o.split(',').any(|f| f == "ro") && o.split(',').any(|f| f == "noexec")), "{line}");
+    b.assert_clean();
+}
+
+/// With `rootfsPropagation: rshared` (Kubernetes' bidirectional mounts) and the rootfs a mount point
+/// of its own (containerd's overlay), the rootfs mount itself is made private for pivot_root.
+#[test]
+fn rshared_propagation_with_the_rootfs_a_mount_point() {
+    let mut b = Bundle::new("rshared");
+    let rootfs = b.rootfs();
+    let volume = b.dir.join("volume");
+    fs::create_dir_all(&volume).unwrap();
+    let mounted = |args: &[&str]| std::process::Command::new("mount").args(args).status().unwrap().success();
+    for dir in [&rootfs, &volume] {
+        assert!(mounted(&["--bind", dir.to_str().unwrap(), dir.to_str().unwrap()]));
+        assert!(mounted(&["--make-shared", dir.to_str().unwrap()]));
+    }
+    // What Kubernetes' bidirectional propagation gives: a shared volume, and a mount made in the
+    // container reaches the host.
+    b.spec["linux"]["rootfsPropagation"] = json!("rshared");
+    b.spec["mounts"].as_array_mut().unwrap().push(json!({"destination": "/vol", "type": "bind", "source": volume, "options": ["rbind", "rshared"]}));
+    b.spec["process"]["capabilities"]["bounding"].as_array_mut().unwrap().push(json!("CAP_SYS_ADMIN"));
+    b.spec["process"]["capabilities"]["effective"].as_array_mut().unwrap().push(json!("CAP_SYS_ADMIN"));
+    b.spec["process"]["capabilities"]["permitted"].as_array_mut().unwrap().push(json!("CAP_SYS_ADMIN"));
+    let (code, out, err) = b.sh("awk '$5 == \"/\"' /proc/self/mountinfo; mkdir /vol/made && mount -t tmpfs made /vol/made");
+    let reached_host = fs::read_to_string("/proc/self/mountinfo").unwrap().lines().any(|l| l.split(' ').nth(4) == volume.join("made").to_str());
+    for dir in [volume.join("made"), volume, rootfs] {
+        let _ = std::process::Command::new("umount").arg(&dir).status();
+    }
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("shared:"), "rshared: {out}");
+    assert!(reached_host, "the container's mount did not propagate to the host");
+    b.assert_clean();
+}
