@@ -21,6 +21,7 @@ const FILES: &[&str] = &[
     "github.com/containerd/cgroups/v3/cgroup2/stats/metrics.proto",
     "k8s.io/cri-api/pkg/apis/runtime/v1/api.proto",
     "github.com/containerd/ttrpc/request.proto",
+    "github.com/checkpoint-restore/criu/images/rpc.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

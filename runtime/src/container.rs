@@ -7,7 +7,7 @@ use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use nix::fcntl::{open, OFlag};
 use nix::sys::stat::Mode;
@@ -121,17 +121,16 @@ impl Container {
         validate_id(options.id)?;
         let spec = spec::load(options.bundle)?;
         crate::validate::validate(&spec)?;
-        match fs::create_dir(&options.state_dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(Error::AlreadyExists(options.id.to_owned())),
-            Err(e) => return Err(Error::io(format!("create state directory {}", options.state_dir.display()), e)),
-        }
         // Undone when dropped: on an error, and also when something panics on the way.
-        let mut undo = Undo::default();
-        undo.state_dir = Some(options.state_dir.clone());
+        let mut undo = Undo::claim_state_dir(options.id, &options.state_dir)?;
         let state = create_in(runtime, &spec, &options, &mut undo)?;
         undo.disarm();
         Ok(Container { state, state_dir: options.state_dir, control: undo.control.take(), console: undo.console.take() })
+    }
+
+    /// A container whose processes CRIU restored (see [`crate::checkpoint`]).
+    pub(crate) fn restored(state: State, state_dir: PathBuf, console: Option<OwnedFd>) -> Container {
+        Container { state, state_dir, control: None, console }
     }
 
     /// Picks up a container from its state directory.
@@ -371,19 +370,47 @@ fn remove_state_dir(dir: &Path) -> Result<()> {
     }
 }
 
-/// What create has made so far, undone in reverse when create fails (the guard is dropped armed).
+/// What create (or restore) has made so far, undone in reverse when it fails (the guard is dropped
+/// armed).
 #[derive(Default)]
-struct Undo {
-    state_dir: Option<PathBuf>,
-    rootfs_mounted: Option<PathBuf>,
-    cgroup: Option<Cgroup>,
-    pids: Vec<u32>,
+pub(crate) struct Undo {
+    pub(crate) state_dir: Option<PathBuf>,
+    pub(crate) rootfs_mounted: Option<PathBuf>,
+    pub(crate) cgroup: Option<Cgroup>,
+    pub(crate) pids: Vec<u32>,
     control: Option<Channel>,
-    console: Option<OwnedFd>,
+    pub(crate) console: Option<OwnedFd>,
 }
 
 impl Undo {
-    fn disarm(&mut self) {
+    /// Creates the container's state directory (the id is taken if it exists), to be removed again
+    /// unless disarmed.
+    pub(crate) fn claim_state_dir(id: &str, dir: &Path) -> Result<Undo> {
+        match fs::create_dir(dir) {
+            Ok(()) => {
+                let mut undo = Undo::default();
+                undo.state_dir = Some(dir.to_owned());
+                Ok(undo)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(Error::AlreadyExists(id.to_owned())),
+            Err(e) => Err(Error::io(format!("create state directory {}", dir.display()), e)),
+        }
+    }
+
+    /// Mounts the caller's rootfs mounts (if any) at the spec's root path; returns that path.
+    pub(crate) fn mount_rootfs(&mut self, spec: &Spec, options: &CreateOptions<'_>) -> Result<PathBuf> {
+        let rootfs = spec::rootfs_path(options.bundle, spec);
+        if !options.rootfs_mounts.is_empty() {
+            mount_rootfs(options.rootfs_mounts, &rootfs)?;
+            self.rootfs_mounted = Some(rootfs.clone());
+        }
+        if !rootfs.is_dir() {
+            return Err(Error::spec("root.path", format!("{} is not a directory", rootfs.display())));
+        }
+        Ok(rootfs)
+    }
+
+    pub(crate) fn disarm(&mut self) {
         self.state_dir = None;
         self.rootfs_mounted = None;
         self.cgroup = None;
@@ -412,14 +439,7 @@ impl Drop for Undo {
 
 fn create_in(runtime: &Runtime, spec: &Spec, options: &CreateOptions<'_>, undo: &mut Undo) -> Result<State> {
     let id = options.id;
-    let rootfs = spec::rootfs_path(options.bundle, spec);
-    if !options.rootfs_mounts.is_empty() {
-        mount_rootfs(options.rootfs_mounts, &rootfs)?;
-        undo.rootfs_mounted = Some(rootfs.clone());
-    }
-    if !rootfs.is_dir() {
-        return Err(Error::spec("root.path", format!("{} is not a directory", rootfs.display())));
-    }
+    let rootfs = undo.mount_rootfs(spec, options)?;
 
     let linux = spec.linux().as_ref();
     if spec::namespace(spec, LinuxNamespaceType::Mount).is_none() {
@@ -477,25 +497,8 @@ fn create_in(runtime: &Runtime, spec: &Spec, options: &CreateOptions<'_>, undo: 
         Error::Init(reason) if reason.is_empty() => Error::Init(format!("container {id}: the init exited during setup")),
         other => other,
     })?;
-    let init_pid = started.pid;
     undo.console = started.console;
-
-    let state = State {
-        id: id.to_owned(),
-        bundle: options.bundle.to_owned(),
-        rootfs,
-        rootfs_mounted: undo.rootfs_mounted.is_some(),
-        pid: init_pid,
-        pid_start_time: crate::sys::process_start_time(init_pid).unwrap_or(0),
-        cgroup,
-        private_pid_namespace: spec::namespace(spec, LinuxNamespaceType::Pid) == Some(None),
-        created: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
-        annotations,
-        hooks: spec.hooks().clone(),
-        seccomp: linux.and_then(|l| l.seccomp().clone()),
-        personality: linux.and_then(|l| l.personality().clone()),
-        shares_mount_namespace: spec::namespace(spec, LinuxNamespaceType::Mount).is_none(),
-    };
+    let state = State::of_new_container(spec, options, rootfs, undo.rootfs_mounted.is_some(), started.pid, cgroup);
     state.save(&options.state_dir)?;
     undo.control = Some(control);
     Ok(state)

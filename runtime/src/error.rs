@@ -40,6 +40,14 @@ pub enum Error {
 
     #[error("{0}")]
     Unsupported(String),
+
+    /// CRIU could not checkpoint or restore; `log` is its log file.
+    #[error("{what}: {reason} (criu log: {})", log.display())]
+    Criu { what: String, reason: String, log: PathBuf },
+
+    /// CRIU is missing, too old, or does not run.
+    #[error("{0}")]
+    CriuUnavailable(String),
 }
 
 impl Error {

@@ -6,6 +6,7 @@
 //! described in [`process`].
 
 pub mod cgroups;
+pub mod checkpoint;
 pub mod container;
 pub mod error;
 pub mod features;

@@ -45,6 +45,29 @@ pub struct State {
 }
 
 impl State {
+    /// The state of container `options.id`, made from `spec`, whose init is `pid`.
+    pub(crate) fn of_new_container(spec: &oci_spec::runtime::Spec, options: &crate::container::CreateOptions<'_>, rootfs: PathBuf, rootfs_mounted: bool, pid: u32, cgroup: Option<Cgroup>) -> State {
+        use crate::spec::namespace;
+        use oci_spec::runtime::LinuxNamespaceType;
+        let linux = spec.linux().as_ref();
+        State {
+            id: options.id.to_owned(),
+            bundle: options.bundle.to_owned(),
+            rootfs,
+            rootfs_mounted,
+            pid,
+            pid_start_time: crate::sys::process_start_time(pid).unwrap_or(0),
+            cgroup,
+            private_pid_namespace: namespace(spec, LinuxNamespaceType::Pid) == Some(None),
+            created: std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+            annotations: spec.annotations().clone().unwrap_or_default(),
+            hooks: spec.hooks().clone(),
+            seccomp: linux.and_then(|l| l.seccomp().clone()),
+            personality: linux.and_then(|l| l.personality().clone()),
+            shares_mount_namespace: namespace(spec, LinuxNamespaceType::Mount).is_none(),
+        }
+    }
+
     /// Runs the poststart or poststop hooks; a failure is logged, as the spec asks, not returned.
     pub fn run_late_hooks(&self, phase: &str, status: &str, waiter: &dyn crate::hooks::ChildWaiter) {
         let Some(hooks) = &self.hooks else { return };

@@ -9,6 +9,7 @@
 //! grpc_keepalive = true    # over gRPC, keep a Wait in flight per running container (see keepalive.rs)
 //! cgroup_driver = "systemd"  # or "cgroupfs" (default); runc's `SystemdCgroup = true` means the same
 //! shim_cgroup = "/shims"   # an existing cgroup for the shim daemons (runc's `ShimCgroup`)
+//! criu_path = "/usr/local/sbin/criu"  # the CRIU for checkpoint/restore (default: `criu` on PATH)
 //! ```
 //!
 //! runc's own options (`containerd.runc.v1.Options`, as Docker and containerd's clients send them for
@@ -62,11 +63,13 @@ pub struct Config {
     /// An existing cgroup the shim daemon runs in (runc's `ShimCgroup`), rather than containerd's.
     #[serde(alias = "ShimCgroup")]
     pub shim_cgroup: Option<String>,
+    /// The CRIU binary for checkpoint and restore; `criu` on the daemon's PATH when unset.
+    pub criu_path: Option<PathBuf>,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { protocol: Protocol::Ttrpc, idle_exit_seconds: 30, grpc_keepalive: true, cgroup_driver: None, systemd_cgroup: false, shim_cgroup: None }
+        Config { protocol: Protocol::Ttrpc, idle_exit_seconds: 30, grpc_keepalive: true, cgroup_driver: None, systemd_cgroup: false, shim_cgroup: None, criu_path: None }
     }
 }
 

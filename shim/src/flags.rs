@@ -21,15 +21,16 @@ pub struct Flags {
     pub protocol: Option<String>,
     pub idle_exit_seconds: Option<u64>,
     pub keepalive: bool,
-    /// The cgroup driver (internal: from `start`'s configuration to the daemon).
+    /// The cgroup driver and the CRIU binary (internal: from `start`'s configuration to the daemon).
     pub cgroup_driver: Option<String>,
+    pub criu_path: Option<PathBuf>,
     /// `start`, `delete`, or the internal `serve`.
     pub action: Option<String>,
 }
 
 const ACTIONS: &[&str] = &["start", "delete", "serve"];
 const BOOLEANS: &[&str] = &["debug", "v", "version", "info", "keepalive"];
-const WITH_VALUES: &[&str] = &["namespace", "id", "address", "publish-binary", "bundle", "socket", "protocol", "idle-exit", "cgroup-driver"];
+const WITH_VALUES: &[&str] = &["namespace", "id", "address", "publish-binary", "bundle", "socket", "protocol", "idle-exit", "cgroup-driver", "criu-path"];
 
 pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Flags, String> {
     let mut flags = Flags::default();
@@ -77,6 +78,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Flags, String> {
             "socket" => flags.socket = Some(value.into()),
             "protocol" => flags.protocol = Some(value),
             "cgroup-driver" => flags.cgroup_driver = Some(value),
+            "criu-path" => flags.criu_path = Some(value.into()),
             "idle-exit" => flags.idle_exit_seconds = Some(value.parse().map_err(|_| format!("invalid value {value:?} for flag -idle-exit"))?),
             _ => {}
         }
@@ -84,9 +86,18 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Flags, String> {
     Ok(flags)
 }
 
-/// The daemon's arguments: the same identity, its socket, protocol and idle exit, and the internal
-/// action.
-pub fn for_daemon(flags: &Flags, socket: &std::path::Path, protocol: &str, idle_exit_seconds: u64, keepalive: bool, cgroup_driver: &str) -> Vec<String> {
+/// What `start` decided for the daemon (from the configuration and containerd's version).
+pub struct DaemonSettings<'a> {
+    pub protocol: &'a str,
+    pub idle_exit_seconds: u64,
+    pub keepalive: bool,
+    pub cgroup_driver: &'a str,
+    pub criu_path: Option<&'a std::path::Path>,
+}
+
+/// The daemon's arguments: the same identity, its socket, the settings, and the internal action.
+pub fn for_daemon(flags: &Flags, socket: &std::path::Path, settings: &DaemonSettings<'_>) -> Vec<String> {
+    let DaemonSettings { protocol, idle_exit_seconds, keepalive, cgroup_driver, criu_path } = *settings;
     let mut args = vec![
         "-namespace".into(),
         flags.namespace.clone(),
@@ -105,6 +116,9 @@ pub fn for_daemon(flags: &Flags, socket: &std::path::Path, protocol: &str, idle_
         "-cgroup-driver".into(),
         cgroup_driver.to_owned(),
     ];
+    if let Some(path) = criu_path {
+        args.extend(["-criu-path".into(), path.display().to_string()]);
+    }
     if flags.debug {
         args.push("-debug".into());
     }
@@ -157,8 +171,10 @@ mod tests {
     #[test]
     fn daemon_arguments_round_trip() {
         let f = parse_str("-namespace n -address /a -publish-binary /p -id i -debug start");
-        let daemon = parse(for_daemon(&f, std::path::Path::new("/run/containerd/s/x"), "grpc", 7, true, "systemd")).unwrap();
+        let settings = DaemonSettings { protocol: "grpc", idle_exit_seconds: 7, keepalive: true, cgroup_driver: "systemd", criu_path: Some(std::path::Path::new("/opt/criu")) };
+        let daemon = parse(for_daemon(&f, std::path::Path::new("/run/containerd/s/x"), &settings)).unwrap();
         assert_eq!(daemon.cgroup_driver.as_deref(), Some("systemd"));
+        assert_eq!(daemon.criu_path, Some(PathBuf::from("/opt/criu")));
         assert_eq!(daemon.namespace, "n");
         assert_eq!(daemon.socket, Some(PathBuf::from("/run/containerd/s/x")));
         assert_eq!(daemon.action.as_deref(), Some("serve"));

@@ -17,7 +17,7 @@ use tracing::{info, warn};
 
 use crate::bootstrap::{record_path, DaemonRecord};
 use crate::config::{self, Protocol};
-use crate::core::{events, TaskCore};
+use crate::core::{events, CoreSettings, TaskCore};
 use crate::flags::Flags;
 use crate::publisher::{self, Forwarder};
 use crate::{api, keepalive};
@@ -77,7 +77,7 @@ async fn run(flags: &Flags, protocol: Protocol, listener: UnixListener, idle_exi
         None => Default::default(),
         Some(name) => myshim_runtime::cgroups::Driver::from_name(name).ok_or_else(|| anyhow!("unknown -cgroup-driver {name:?}"))?,
     };
-    let core = TaskCore::new(queue, flags.namespace.clone(), driver);
+    let core = TaskCore::new(queue, flags.namespace.clone(), CoreSettings { cgroup_driver: driver, criu_path: flags.criu_path.clone() });
     if flags.keepalive {
         keepalive::start(core.events(), flags.address.clone(), flags.namespace.clone());
     }

@@ -2,8 +2,9 @@
 //! (containerd's `io.containerd.runc.v2` shim, OCI conformance suites) can drive this runtime.
 //!
 //! Global flags: `--root`, `--log`, `--log-format text|json`, `--debug`, `--systemd-cgroup` (the
-//! systemd cgroup driver; a `slice:prefix:name` cgroups path selects it anyway). Verbs: create, start,
-//! run, state, kill, delete, exec, ps, pause, resume, update, features.
+//! systemd cgroup driver; a `slice:prefix:name` cgroups path selects it anyway), `--criu PATH`. Verbs:
+//! create, start, run, state, kill, delete, exec, ps, pause, resume, update, checkpoint, restore,
+//! features.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -12,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::{anyhow, bail, Context, Result};
+use myshim_runtime::checkpoint::{CgroupsMode, CheckpointOptions, Criu, CriuOptions};
 use myshim_runtime::{cgroups, spec, state, sys, Container, CreateOptions, Runtime, Stdio};
 
 const DEFAULT_ROOT: &str = "/run/myshim-runc";
@@ -41,6 +43,8 @@ struct Global {
     log: Option<PathBuf>,
     json_log: bool,
     systemd_cgroup: bool,
+    /// The CRIU binary (`--criu`); `criu` on PATH when unset.
+    criu: Option<PathBuf>,
 }
 
 impl Global {
@@ -49,12 +53,25 @@ impl Global {
         let log = args.flag(&["--log"]).map(PathBuf::from);
         let json_log = args.flag(&["--log-format"]).as_deref() == Some("json");
         let systemd_cgroup = args.switch(&["--systemd-cgroup"]);
+        let criu = args.flag(&["--criu"]).map(PathBuf::from);
         args.switch(&["--debug"]);
         args.switch(&["--rootless"]);
-        Global { root, log, json_log, systemd_cgroup }
+        Global { root, log, json_log, systemd_cgroup, criu }
     }
 
     /// Errors go to `--log` as runc writes them (containerd's runc shim reads the last one from there).
+    fn criu(&self) -> Result<Criu> {
+        Ok(Criu::locate(self.criu.as_deref())?)
+    }
+
+    fn cgroup_driver(&self) -> cgroups::Driver {
+        if self.systemd_cgroup {
+            cgroups::Driver::Systemd
+        } else {
+            cgroups::Driver::Cgroupfs
+        }
+    }
+
     fn log_error(&self, message: &str) {
         let Some(path) = &self.log else { return };
         let Ok(mut file) = fs::OpenOptions::new().create(true).append(true).open(path) else { return };
@@ -133,7 +150,7 @@ impl Args {
 }
 
 fn run(global: &Global, mut args: Args) -> Result<u8> {
-    let verb = args.positional("a command (create, start, run, state, kill, delete, exec, ps, pause, resume, update, features)")?;
+    let verb = args.positional("a command (create, start, run, state, kill, delete, exec, ps, pause, resume, update, checkpoint, restore, features)")?;
     match verb.as_str() {
         "create" => {
             let options = CreateFlags::parse(&mut args)?;
@@ -230,6 +247,22 @@ fn run(global: &Global, mut args: Args) -> Result<u8> {
             load(global, &id)?.update(&resources)?;
             Ok(0)
         }
+        "checkpoint" => {
+            let criu = CriuFlags::parse(&mut args)?;
+            let leave_running = args.switch(&["--leave-running"]);
+            let pre_dump = args.switch(&["--pre-dump"]);
+            let parent_path = args.flag(&["--parent-path"]).map(PathBuf::from);
+            let id = args.positional("container id")?;
+            let container = load(global, &id)?;
+            let options = CheckpointOptions { criu: criu.options, leave_running, pre_dump, parent_path };
+            container.checkpoint(&Runtime::default(), &global.criu()?, &options)?;
+            // As runc: a container CRIU has dumped and killed is gone, unless it was only a pre-dump.
+            if !leave_running && !pre_dump {
+                container.destroy(&Runtime::default())?;
+            }
+            Ok(0)
+        }
+        "restore" => restore(global, args),
         "features" => {
             println!("{}", serde_json::to_string_pretty(&myshim_runtime::features::document())?);
             Ok(0)
@@ -258,6 +291,74 @@ impl CreateFlags {
         let preserve_fds = preserve_fds(args)?;
         Ok(CreateFlags { bundle, pid_file, console_socket, preserve_fds })
     }
+}
+
+/// The CRIU flags checkpoint and restore share (runc's names). Lazy pages and page servers are not
+/// offered: they are refused rather than ignored.
+struct CriuFlags {
+    options: CriuOptions,
+}
+
+impl CriuFlags {
+    fn parse(args: &mut Args) -> Result<CriuFlags> {
+        for unsupported in ["--lazy-pages", "--page-server", "--status-fd"] {
+            if args.switch(&[unsupported]) || args.items.iter().any(|a| a.starts_with(&format!("{unsupported}="))) {
+                bail!("{unsupported} is not supported");
+            }
+        }
+        let image_path = match args.flag(&["--image-path"]) {
+            Some(path) => PathBuf::from(path),
+            None => std::env::current_dir()?.join("checkpoint"),
+        };
+        let cgroups_mode = args.flag(&["--manage-cgroups-mode"]).map(|m| CgroupsMode::from_name(&m)).transpose()?;
+        let options = CriuOptions {
+            image_path,
+            work_path: args.flag(&["--work-path"]).map(PathBuf::from),
+            tcp_established: args.switch(&["--tcp-established"]),
+            ext_unix_sk: args.switch(&["--ext-unix-sk"]),
+            shell_job: args.switch(&["--shell-job"]),
+            file_locks: args.switch(&["--file-locks"]),
+            cgroups_mode,
+            empty_namespaces: args.flags(&["--empty-ns"]),
+            auto_dedup: args.switch(&["--auto-dedup"]),
+        };
+        Ok(CriuFlags { options })
+    }
+}
+
+/// `restore`: a new container from the bundle with the checkpoint's processes; without `--detach`
+/// it waits for the restored init and returns its exit status, as `run` does.
+fn restore(global: &Global, mut args: Args) -> Result<u8> {
+    let criu = CriuFlags::parse(&mut args)?;
+    let flags = CreateFlags::parse(&mut args)?;
+    let detach = args.switch(&["--detach", "-d"]);
+    let no_subreaper = args.switch(&["--no-subreaper"]);
+    // What go-runc may pass along and runc's restore ignores or has no use for here.
+    args.flag(&["--parent-path"]);
+    args.flag(&["--lsm-profile"]);
+    args.flag(&["--lsm-mount-context"]);
+    let id = args.positional("container id")?;
+    if !detach && !no_subreaper {
+        sys::become_child_subreaper()?;
+    }
+    fs::create_dir_all(&global.root).with_context(|| format!("create root {}", global.root.display()))?;
+    let options = CreateOptions {
+        id: &id,
+        bundle: &flags.bundle,
+        state_dir: state::dir_in_root(&global.root, &id)?,
+        rootfs_mounts: &[],
+        stdio: own_stdio()?,
+        cgroup_driver: global.cgroup_driver(),
+        preserved_fds: Vec::new(),
+    };
+    let mut container = Container::restore(&Runtime::default(), &global.criu()?, options, &criu.options)?;
+    finish_spawn(container.pid(), container.take_console(), flags.pid_file.as_deref(), flags.console_socket.as_deref())?;
+    if detach {
+        return Ok(0);
+    }
+    let code = sys::wait_for_exit(container.pid()).context("wait for the restored container")?;
+    container.destroy(&Runtime::default())?;
+    Ok(code as u8)
 }
 
 /// `--preserve-fds N`: how many descriptors after stdio the program gets.
@@ -289,7 +390,7 @@ fn own_stdio() -> Result<Stdio> {
 
 fn create(global: &Global, id: &str, flags: &CreateFlags) -> Result<Container> {
     fs::create_dir_all(&global.root).with_context(|| format!("create root {}", global.root.display()))?;
-    let cgroup_driver = if global.systemd_cgroup { cgroups::Driver::Systemd } else { cgroups::Driver::Cgroupfs };
+    let cgroup_driver = global.cgroup_driver();
     let preserved_fds = preserved_descriptors(flags.preserve_fds)?;
     let options = CreateOptions { id, bundle: &flags.bundle, state_dir: state::dir_in_root(&global.root, id)?, rootfs_mounts: &[], stdio: own_stdio()?, cgroup_driver, preserved_fds };
     let mut container = Container::create(&Runtime::default(), options)?;

@@ -89,7 +89,24 @@ pub fn hierarchies() -> &'static [Hierarchy] {
     })
 }
 
+/// Every hierarchy once: a hierarchy mounted a second time elsewhere (CRIU's "cgroup yard" under /tmp
+/// while it checkpoints or restores, another tool's view) is the same hierarchy, and the mount below
+/// /sys/fs/cgroup is the one kept.
 fn parse_mountinfo(info: &str) -> Vec<Hierarchy> {
+    let mut found: Vec<Hierarchy> = Vec::new();
+    for hierarchy in mounted_hierarchies(info) {
+        let canonical = hierarchy.mount_point.starts_with("/sys/fs/cgroup");
+        let same = |h: &Hierarchy| h.unified == hierarchy.unified && (h.unified || h.controllers == hierarchy.controllers);
+        match found.iter_mut().find(|h| same(h)) {
+            Some(kept) if canonical && !kept.mount_point.starts_with("/sys/fs/cgroup") => *kept = hierarchy,
+            Some(_) => {}
+            None => found.push(hierarchy),
+        }
+    }
+    found
+}
+
+fn mounted_hierarchies(info: &str) -> Vec<Hierarchy> {
     let mut found = Vec::new();
     for line in info.lines() {
         let Some((before, after)) = line.split_once(" - ") else { continue };
@@ -284,6 +301,15 @@ impl Cgroup {
         self.unified_dir()
             .map(|d| fs::File::open(&d.dir).map(Into::into).context(|| format!("open {}", d.dir.display())))
             .transpose()
+    }
+
+    /// Moves `pid` into the group in every hierarchy.
+    pub fn add_process(&self, pid: u32) -> Result<()> {
+        self.add_process_v2(pid)?;
+        for d in self.dirs.iter().filter(|d| !d.hierarchy.unified) {
+            write(&d.dir, "cgroup.procs", &pid.to_string())?;
+        }
+        Ok(())
     }
 
     /// Moves `pid` into the group's v2 (unified) directory, when it has one.
@@ -638,8 +664,11 @@ mod tests {
 26 25 0:24 / /sys/fs/cgroup/cpu rw,relatime shared:5 - cgroup cgroup rw,cpu
 27 25 0:25 / /sys/fs/cgroup/systemd rw,relatime - cgroup cgroup rw,xattr,name=systemd
 28 25 0:26 / /sys/fs/cgroup/unified rw,relatime - cgroup2 cgroup2 rw
-29 25 0:27 /nested /mnt/other rw,relatime - cgroup cgroup rw,memory";
+29 25 0:27 /nested /mnt/other rw,relatime - cgroup cgroup rw,memory
+30 1 0:24 / /tmp/.criu.cgyard.Ab12/cpu rw,relatime - cgroup cgroup rw,cpu
+31 1 0:26 / /tmp/.criu.cgyard.Ab12/unified rw,relatime - cgroup2 cgroup2 rw";
 
+    /// (CRIU's yard of second mounts included: each hierarchy comes once, at its /sys/fs/cgroup place.)
     #[test]
     fn mountinfo_yields_every_hierarchy() {
         let h = parse_mountinfo(HYBRID);

@@ -110,7 +110,10 @@ impl Channel {
             let mut iov = [IoSliceMut::new(&mut header)];
             let msg = recvmsg::<()>(self.socket.as_raw_fd(), &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC)?;
             let mut fds = Vec::new();
-            for cmsg in msg.cmsgs()? {
+            // nix reports a truncated control message (descriptors the kernel could not hand over:
+            // more than fit, or over the descriptor limit) as ENOBUFS; say what it means.
+            let cmsgs = msg.cmsgs().map_err(|_| io::Error::other("descriptors sent along were lost (more than fit in the control message, or over the descriptor limit)"))?;
+            for cmsg in cmsgs {
                 if let ControlMessageOwned::ScmRights(received) = cmsg {
                     // SAFETY: the kernel just installed these descriptors in our table; nobody else owns them.
                     fds.extend(received.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));

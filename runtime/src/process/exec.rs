@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::channel::Channel;
 use super::channel::Report;
-use super::launch::{attach_terminal, become_process, exec_program, Never};
+use super::launch::{attach_terminal, become_process, exec_program, new_session, Never};
 use super::security::Confinement;
 use super::{fork_into_pid_namespace, hand_over_preserved};
 use crate::error::{Context, Error, Result};
@@ -47,9 +47,12 @@ pub(crate) fn run(channel: &mut Channel, preserved: usize) -> Result<Never> {
     if joined_pid {
         fork_into_pid_namespace(channel)?;
     }
+    new_session()?;
     let process = &plan.process;
     if process.terminal() == Some(true) {
         attach_terminal(channel, process, false)?;
+    } else {
+        crate::rootfs::null_stdio_from_container()?;
     }
     let mut warnings = Vec::new();
     let program = become_process(process, &Confinement { seccomp: plan.seccomp.as_ref(), personality: plan.personality.as_ref() }, channel, &mut |w| warnings.push(w))?;

@@ -20,7 +20,7 @@ use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use serde::{Deserialize, Serialize};
 
 use super::channel::{Channel, Directive, Report};
-use super::launch::{attach_terminal, become_process, exec_program, Never};
+use super::launch::{attach_terminal, become_process, exec_program, new_session, Never};
 use super::security::Confinement;
 use super::{clone_flag, fork_into_pid_namespace, hand_over_preserved};
 use crate::cgroups::Cgroup;
@@ -66,6 +66,7 @@ pub(crate) fn run(channel: &mut Channel, preserved: usize) -> Result<Never> {
         .context(|| format!("open exec fifo {}", plan.exec_fifo.display()))?;
 
     enter_namespaces(spec, plan.created_at_clone, channel)?;
+    new_session()?;
 
     // With hooks, the runtime runs its createRuntime hooks while we wait before pivot_root, and sends
     // the state our createContainer and startContainer hooks read.
@@ -87,6 +88,8 @@ pub(crate) fn run(channel: &mut Channel, preserved: usize) -> Result<Never> {
     }
     if process.terminal() == Some(true) {
         attach_terminal(channel, process, true)?;
+    } else {
+        crate::rootfs::null_stdio_from_container()?;
     }
     // Everything up to the program is done before create returns, so that create is what fails.
     let mut warnings = Vec::new();

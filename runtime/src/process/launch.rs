@@ -39,7 +39,15 @@ pub(crate) fn find_program(process: &Process) -> Result<PathBuf> {
         .ok_or_else(|| Error::Init(format!("exec: {name:?}: executable file not found in $PATH")))
 }
 
-/// Gives this process a new terminal from the container's devpts: the master goes to the runtime
+/// Makes this process the leader of a new session, as runc makes every container process: a terminal
+/// can become its controlling one, and CRIU can dump the container (a session led from outside its
+/// pid namespace cannot be restored).
+pub(crate) fn new_session() -> Result<()> {
+    nix::unistd::setsid().context(|| "setsid".into())?;
+    Ok(())
+}
+
+/// Gives this process (a session leader) a new terminal from the container's devpts: the master goes to the runtime
 /// over the control channel, the slave becomes the controlling terminal and stdin/stdout/stderr. With
 /// `bind_console` the slave is also bind-mounted over `/dev/console`.
 pub(crate) fn attach_terminal(channel: &mut Channel, process: &Process, bind_console: bool) -> Result<()> {
@@ -66,7 +74,6 @@ pub(crate) fn attach_terminal(channel: &mut Channel, process: &Process, bind_con
     }
     channel.send_with_fds(&Report::Console, &[master.as_raw_fd()]).context(|| "send the terminal to the runtime".into())?;
     drop(master);
-    nix::unistd::setsid().context(|| "setsid".into())?;
     // SAFETY: TIOCSCTTY on the slave we own makes it our controlling terminal; dup2 replaces 0–2.
     unsafe {
         if libc::ioctl(slave.as_raw_fd(), libc::TIOCSCTTY, 0) < 0 {

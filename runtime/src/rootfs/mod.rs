@@ -287,6 +287,33 @@ impl NullDevice {
     }
 }
 
+/// Moves standard streams that are on the null device to the container's own `/dev/null`. The host's
+/// (the shim's for a task without stdio) is the same device, but a file of a mount the container does
+/// not have: CRIU could not checkpoint the container. Where the container's `/dev/null` is not the
+/// null device, or `/proc` is missing to reopen it, the streams stay as they are.
+pub(crate) fn null_stdio_from_container() -> Result<()> {
+    let on_null = |fd: i32| {
+        // SAFETY: fd 0, 1 or 2 is only borrowed to stat it.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        nix::sys::stat::fstat(fd).is_ok_and(|s| s.st_mode & libc::S_IFMT == libc::S_IFCHR && s.st_rdev == nix::sys::stat::makedev(1, 3))
+    };
+    let streams: Vec<i32> = (0..3).filter(|fd| on_null(*fd)).collect();
+    if streams.is_empty() {
+        return Ok(());
+    }
+    let root = open(Path::new("/"), OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty()).context(|| "open the container's root".into())?;
+    let Ok(null) = NullDevice::open(&root) else { return Ok(()) };
+    // Reopened from the checked O_PATH descriptor, so that nothing else is ever opened.
+    let Ok(device) = open(fd_path(&null.0).as_path(), OFlag::O_RDWR | OFlag::O_CLOEXEC, Mode::empty()) else { return Ok(()) };
+    for fd in streams {
+        // SAFETY: dup2 onto a standard stream of this single-threaded helper.
+        if unsafe { libc::dup2(std::os::fd::AsRawFd::as_raw_fd(&device), fd) } < 0 {
+            return Err(Error::io("use the container's /dev/null as stdio", std::io::Error::last_os_error()));
+        }
+    }
+    Ok(())
+}
+
 /// Hides a path: a directory gets an empty read-only tmpfs on top, anything else the null device.
 /// The path is looked up inside the container once, and everything is mounted onto that descriptor.
 fn mask_path(root: &OwnedFd, path: &Path, null: &NullDevice) -> Result<()> {

@@ -7,12 +7,13 @@ use std::path::PathBuf;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use myshim_protos::containerd::task::v3 as task;
+use myshim_protos::containerd::runc::v1::{CheckpointOptions as RuncCheckpointOptions, Options as RuncOptions};
 use myshim_protos::containerd::types::Mount;
 use myshim_protos::containerd::v1::types::Status as WireStatus;
 use prost_types::Timestamp;
 
 use crate::core::error::{TaskError, TaskResult};
-use crate::core::types::{CreateRequest, ExecRequest, RootfsMount, Status, StdioPaths};
+use crate::core::types::{CheckpointRequest, CreateRequest, ExecRequest, RootfsMount, Status, StdioPaths};
 use crate::core::TaskCore;
 
 /// The time Go's zero `time.Time` marshals to: what containerd expects for "not exited".
@@ -55,12 +56,22 @@ pub fn create_request(r: task::CreateTaskRequest) -> TaskResult<CreateRequest> {
     if !bundle.is_absolute() {
         return Err(TaskError::invalid(format!("create {}: bundle {:?} is not an absolute path", r.id, r.bundle)));
     }
+    // runc's options may name CRIU's work directory for a restore.
+    let criu_work_path = r
+        .options
+        .as_ref()
+        .filter(|o| myshim_protos::any_is::<RuncOptions>(o))
+        .and_then(|o| myshim_protos::from_any::<RuncOptions>(o).ok())
+        .map(|o| o.criu_work_path)
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from);
     Ok(CreateRequest {
         id: r.id,
         bundle,
         rootfs: rootfs_from_wire(&r.rootfs),
         stdio: StdioPaths { stdin: r.stdin, stdout: r.stdout, stderr: r.stderr, terminal: r.terminal },
         checkpoint: r.checkpoint,
+        criu_work_path,
     })
 }
 
@@ -188,6 +199,41 @@ pub async fn resize_pty(core: &TaskCore, r: task::ResizePtyRequest) -> TaskResul
     core.resize_pty(&r.id, &r.exec_id, r.width, r.height).await
 }
 
-pub async fn checkpoint(_core: &TaskCore, r: task::CheckpointTaskRequest) -> TaskResult<()> {
-    Err(TaskError::unimplemented(format!("checkpoint container {}: myshim has no CRIU support", r.id)))
+/// Checkpoint's request in the core's terms: runc's checkpoint options (what containerd's clients
+/// send for every runtime), the image directory from the request or, when they name one, from them.
+pub fn checkpoint_request(r: task::CheckpointTaskRequest) -> TaskResult<CheckpointRequest> {
+    let options = match r.options.as_ref().filter(|o| !o.type_url.is_empty()) {
+        None => RuncCheckpointOptions::default(),
+        Some(any) if myshim_protos::any_is::<RuncCheckpointOptions>(any) => {
+            myshim_protos::from_any(any).map_err(|e| TaskError::invalid(format!("checkpoint {}: options: {e}", r.id)))?
+        }
+        Some(any) => return Err(TaskError::invalid(format!("checkpoint {}: options of type {:?}: expected containerd.runc.v1.CheckpointOptions", r.id, any.type_url))),
+    };
+    // containerd archives `path` into its content store unless it knows the runtime writes elsewhere,
+    // which it assumes of runc only: an image path of the options gets the images, and `path` a copy.
+    let (path, copy_to) = match (options.image_path.is_empty(), r.path.is_empty()) {
+        (true, _) => (r.path, None),
+        (false, true) => (options.image_path, None),
+        (false, false) => (options.image_path, Some(PathBuf::from(r.path))),
+    };
+    if path.is_empty() || !path.starts_with('/') {
+        return Err(TaskError::invalid(format!("checkpoint {}: image path {path:?} is not an absolute path", r.id)));
+    }
+    Ok(CheckpointRequest {
+        id: r.id,
+        path: PathBuf::from(path),
+        copy_to: copy_to.filter(|p| p.is_absolute()),
+        work_path: Some(options.work_path).filter(|p| !p.is_empty()).map(PathBuf::from),
+        exit: options.exit,
+        open_tcp: options.open_tcp,
+        external_unix_sockets: options.external_unix_sockets,
+        terminal: options.terminal,
+        file_locks: options.file_locks,
+        empty_namespaces: options.empty_namespaces,
+        cgroups_mode: Some(options.cgroups_mode).filter(|m| !m.is_empty()),
+    })
+}
+
+pub async fn checkpoint(core: &TaskCore, r: task::CheckpointTaskRequest) -> TaskResult<()> {
+    core.checkpoint(checkpoint_request(r)?).await
 }

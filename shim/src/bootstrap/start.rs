@@ -117,7 +117,17 @@ fn spawn_daemon(flags: &Flags, bundle: &Path, socket: &Path, bootstrap: &contain
     let sigterm = SigSet::from(Signal::SIGTERM);
     sigterm.thread_block().context("hold SIGTERM back for the daemon")?;
     let child = Command::new(&exe)
-        .args(flags::for_daemon(flags, socket, bootstrap.protocol.name(), config.idle_exit_seconds, keepalive, config.driver().name()))
+        .args(flags::for_daemon(
+            flags,
+            socket,
+            &flags::DaemonSettings {
+                protocol: bootstrap.protocol.name(),
+                idle_exit_seconds: config.idle_exit_seconds,
+                keepalive,
+                cgroup_driver: config.driver().name(),
+                criu_path: config.criu_path.as_deref(),
+            },
+        ))
         .current_dir(bundle)
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -63,9 +63,9 @@ impl From<RuntimeError> for TaskError {
             RuntimeError::SpecFile { .. } | RuntimeError::InvalidSpec { .. } | RuntimeError::InvalidId { .. } => {
                 ErrorKind::InvalidArgument
             }
-            RuntimeError::State { .. } => ErrorKind::FailedPrecondition,
+            RuntimeError::State { .. } | RuntimeError::CriuUnavailable(_) => ErrorKind::FailedPrecondition,
             RuntimeError::Unsupported(_) => ErrorKind::Unimplemented,
-            RuntimeError::Init(_) | RuntimeError::Io { .. } => ErrorKind::Internal,
+            RuntimeError::Init(_) | RuntimeError::Io { .. } | RuntimeError::Criu { .. } => ErrorKind::Internal,
         };
         TaskError::new(kind, error.to_string())
     }

@@ -31,11 +31,14 @@ use error::{TaskError, TaskResult};
 use sync::LockAnyway;
 use process::{ExitOutcome, Process};
 use stdio::{IoContext, ProcessIo};
-use types::{ConnectInfo, CreateRequest, ExecRequest, Exit, ProcessInfo, ProcessState, Status, TaskEvent};
+use types::{CheckpointRequest, ConnectInfo, CreateRequest, ExecRequest, Exit, ProcessInfo, ProcessState, RootfsMount, Status, TaskEvent};
 
 /// Where the runtime keeps a container's state, inside its bundle so that `delete` finds it from the
 /// bundle path alone and two containerd instances never share it.
 pub const STATE_DIR_NAME: &str = "myshim-state";
+
+/// CRIU's work directory (its logs) in a bundle, when the client names none.
+const CRIU_WORK_DIR: &str = "criu-work";
 
 /// How long Delete waits for a process's output to be copied out.
 const OUTPUT_DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -57,6 +60,25 @@ pub struct Container {
     /// The init's exit, held back until every exec's exit is published.
     held_init_exit: Mutex<Option<Exit>>,
     oom_watch: Mutex<Option<JoinHandle<()>>>,
+    /// For a container created from a checkpoint: what Start restores it from.
+    restore: Mutex<Option<PendingRestore>>,
+}
+
+/// A container created from a checkpoint is restored at Start, as runc's shim does it: Create checks
+/// what it can (the spec, the image, CRIU) and keeps the rest for then.
+struct PendingRestore {
+    stdio: myshim_runtime::Stdio,
+    rootfs: Vec<RootfsMount>,
+    options: myshim_runtime::checkpoint::CriuOptions,
+}
+
+/// What the shim's configuration tells the core.
+#[derive(Debug, Clone, Default)]
+pub struct CoreSettings {
+    /// Who makes the containers' cgroups.
+    pub cgroup_driver: myshim_runtime::cgroups::Driver,
+    /// The CRIU binary for checkpoint and restore (`criu` on PATH when unset).
+    pub criu_path: Option<PathBuf>,
 }
 
 impl Container {
@@ -185,8 +207,7 @@ pub struct TaskCore {
     events: events::EventQueue,
     runtime: myshim_runtime::Runtime,
     namespace: String,
-    /// Who makes the containers' cgroups (from the shim's configuration).
-    cgroup_driver: myshim_runtime::cgroups::Driver,
+    settings: CoreSettings,
     shim_pid: u32,
     /// Set when containerd asked to shut down while containers remained; the shim exits when the
     /// last one is deleted.
@@ -200,7 +221,7 @@ pub struct TaskCore {
 impl TaskCore {
     /// A core whose runtime spawns helpers from the shim's own binary and waits for the children it
     /// starts (hooks) through this core's reaper. Call inside the tokio runtime.
-    pub fn new(events: events::EventQueue, namespace: String, cgroup_driver: myshim_runtime::cgroups::Driver) -> Arc<TaskCore> {
+    pub fn new(events: events::EventQueue, namespace: String, settings: CoreSettings) -> Arc<TaskCore> {
         let pids = Arc::new(Mutex::new(PidTable::default()));
         let waiter = Arc::new(ReaperWaiter { pids: pids.clone(), tokio: tokio::runtime::Handle::current() });
         Arc::new(TaskCore {
@@ -210,7 +231,7 @@ impl TaskCore {
             events,
             runtime: myshim_runtime::Runtime::with_waiter(waiter),
             namespace,
-            cgroup_driver,
+            settings,
             shim_pid: std::process::id(),
             shutdown_requested: Mutex::new(false),
             closing: Default::default(),
@@ -277,9 +298,6 @@ impl TaskCore {
     pub async fn create(&self, request: CreateRequest) -> TaskResult<u32> {
         let id = request.id.clone();
         myshim_runtime::state::validate_id(&id).map_err(TaskError::from)?;
-        if !request.checkpoint.is_empty() {
-            return Err(TaskError::unimplemented(format!("create {id}: restoring from a checkpoint is not supported (no CRIU)")));
-        }
         {
             let containers = self.containers.locked();
             let mut creating = self.creating.locked();
@@ -290,7 +308,7 @@ impl TaskCore {
                 return Err(TaskError::already_exists(format!("container {id} already exists")));
             }
         }
-        let result = self.create_reserved(&request).await;
+        let result = if request.checkpoint.is_empty() { self.create_reserved(&request).await } else { self.create_from_checkpoint(&request).await };
         self.creating.locked().remove(&id);
         result.map_err(|e| e.context(format!("create container {id}")))
     }
@@ -298,7 +316,7 @@ impl TaskCore {
     async fn create_reserved(&self, request: &CreateRequest) -> TaskResult<u32> {
         let watch = |pid| self.watch_pid(pid);
         let (stdio, mut io) = stdio::setup(&request.stdio, &self.io_context(&request.id, &watch)).await?;
-        let (runtime, cgroup_driver) = (self.runtime.clone(), self.cgroup_driver);
+        let (runtime, cgroup_driver) = (self.runtime.clone(), self.settings.cgroup_driver);
         let (id, bundle, mounts) = (request.id.clone(), request.bundle.clone(), request.rootfs.clone());
         let created = tokio::task::spawn_blocking(move || {
             let options = myshim_runtime::CreateOptions { id: &id, bundle: &bundle, state_dir: state_dir(&bundle), rootfs_mounts: &mounts, stdio, cgroup_driver, preserved_fds: Vec::new() };
@@ -330,6 +348,7 @@ impl TaskCore {
             runtime: Arc::new(Mutex::new(Some(created))),
             held_init_exit: Mutex::new(None),
             oom_watch: Mutex::new(None),
+            restore: Mutex::new(None),
         });
         self.containers.locked().insert(request.id.clone(), container.clone());
         self.emit(TaskEvent::Create {
@@ -346,6 +365,61 @@ impl TaskCore {
         }
         info!(id = %request.id, pid, "created");
         Ok(pid)
+    }
+
+    /// Create with a checkpoint: checks the spec, the image and CRIU, opens the stdio, and keeps the
+    /// rest for Start, which restores (the container has no process, and pid 0, until then).
+    async fn create_from_checkpoint(&self, request: &CreateRequest) -> TaskResult<u32> {
+        let id = request.id.clone();
+        let options = myshim_runtime::checkpoint::CriuOptions {
+            image_path: PathBuf::from(&request.checkpoint),
+            work_path: Some(request.criu_work_path.clone().unwrap_or_else(|| request.bundle.join(CRIU_WORK_DIR))),
+            ..Default::default()
+        };
+        let (runtime, bundle, image, criu_path) = (self.runtime.clone(), request.bundle.clone(), options.image_path.clone(), self.settings.criu_path.clone());
+        let terminal = request.stdio.terminal;
+        tokio::task::spawn_blocking(move || -> myshim_runtime::Result<()> {
+            let spec = myshim_runtime::spec::load(&bundle)?;
+            myshim_runtime::validate::validate(&spec)?;
+            if !image.join("inventory.img").is_file() {
+                return Err(myshim_runtime::Error::Unsupported(format!("checkpoint {}: not a checkpoint image (no inventory.img)", image.display())));
+            }
+            // The restored init gets its terminal back only where the task has one to show it on (runc
+            // refuses the same: it has nowhere to send the terminal).
+            match myshim_runtime::checkpoint::image_has_terminal(&image) {
+                Some(true) if !terminal => return Err(myshim_runtime::Error::Unsupported(format!("checkpoint {}: the checkpointed process has a terminal, and the task is created without one", image.display()))),
+                Some(false) if terminal => return Err(myshim_runtime::Error::Unsupported(format!("checkpoint {}: the task asks for a terminal, and the checkpointed process had none", image.display()))),
+                _ => {}
+            }
+            myshim_runtime::checkpoint::Criu::locate(criu_path.as_deref())?.version(runtime.waiter.as_ref()).map(drop)
+        })
+        .await
+        .map_err(|e| TaskError::internal(format!("create container {id}: task panicked: {e}")))?
+        .map_err(TaskError::from)?;
+
+        let watch = |pid| self.watch_pid(pid);
+        let (stdio, io) = stdio::setup(&request.stdio, &self.io_context(&id, &watch)).await?;
+        let container = Arc::new(Container {
+            id: id.clone(),
+            bundle: request.bundle.clone(),
+            init: Arc::new(Process::new(id.clone(), None, 0, request.stdio.clone(), Some(io))),
+            execs: Mutex::new(HashMap::new()),
+            runtime: Arc::new(Mutex::new(None)),
+            held_init_exit: Mutex::new(None),
+            oom_watch: Mutex::new(None),
+            restore: Mutex::new(Some(PendingRestore { stdio, rootfs: request.rootfs.clone(), options })),
+        });
+        self.containers.locked().insert(id.clone(), container);
+        self.emit(TaskEvent::Create {
+            container_id: id.clone(),
+            bundle: request.bundle.clone(),
+            rootfs: request.rootfs.clone(),
+            stdio: request.stdio.clone(),
+            checkpoint: request.checkpoint.clone(),
+            pid: 0,
+        });
+        info!(id = %id, checkpoint = %request.checkpoint, "created from a checkpoint");
+        Ok(0)
     }
 
     pub async fn start(&self, id: &str, exec_id: &str) -> TaskResult<u32> {
@@ -379,8 +453,111 @@ impl TaskCore {
     }
 
     async fn start_init(&self, container: &Container) -> TaskResult<()> {
+        let pending = container.restore.locked().take();
+        if let Some(pending) = pending {
+            return self.restore_init(container, pending).await;
+        }
         let runtime = self.runtime.clone();
         self.with_runtime(container, "start", move |c| c.start(&runtime)).await
+    }
+
+    /// Start of a container created from a checkpoint: CRIU restores its processes; the restored
+    /// init is then the container's init, as a started one would be.
+    async fn restore_init(&self, container: &Container, pending: PendingRestore) -> TaskResult<()> {
+        let id = container.id.clone();
+        let (runtime, settings, bundle) = (self.runtime.clone(), self.settings.clone(), container.bundle.clone());
+        let PendingRestore { stdio, rootfs, options } = pending;
+        let restored = tokio::task::spawn_blocking(move || {
+            let criu = myshim_runtime::checkpoint::Criu::locate(settings.criu_path.as_deref())?;
+            let create = myshim_runtime::CreateOptions {
+                id: &id,
+                bundle: &bundle,
+                state_dir: state_dir(&bundle),
+                rootfs_mounts: &rootfs,
+                stdio,
+                cgroup_driver: settings.cgroup_driver,
+                preserved_fds: Vec::new(),
+            };
+            let mut restored = myshim_runtime::Container::restore(&runtime, &criu, create, &options)?;
+            // CRIU's work directory served its purpose (it stays after a failure, for its log).
+            if options.work_path.as_deref() == Some(bundle.join(CRIU_WORK_DIR).as_path()) {
+                let _ = std::fs::remove_dir_all(bundle.join(CRIU_WORK_DIR));
+            }
+            let console = restored.take_console();
+            Ok::<_, myshim_runtime::Error>((restored, console))
+        })
+        .await
+        .map_err(|e| TaskError::internal(format!("restore container {}: task panicked: {e}", container.id)))?
+        .map_err(|e| TaskError::from(e).context(format!("restore container {}", container.id)))?;
+        let (restored, console) = restored;
+        if let Some(master) = console {
+            if let Some(io) = container.init.io.lock().await.as_mut() {
+                io.attach_terminal(master)?;
+            }
+        }
+        let (pid, start_time) = (restored.pid(), restored.state().pid_start_time);
+        container.init.set_pid(pid);
+        *container.runtime.locked() = Some(restored);
+        let owner = Owner::Process { container_id: container.id.clone(), exec_id: None };
+        let early_exit = self.pids.locked().register(pid, Some(start_time).filter(|t| *t != 0), owner);
+        if let Some(exit) = early_exit {
+            // Parked: the start is in flight, so finish_start hands it back after the start event.
+            let _ = container.init.record_exit(exit);
+        }
+        info!(id = %container.id, pid, "restored");
+        Ok(())
+    }
+
+    /// Checkpoints a running or paused container with CRIU into `request.path`.
+    pub async fn checkpoint(&self, request: CheckpointRequest) -> TaskResult<()> {
+        let container = self.container(&request.id)?;
+        let id = request.id.clone();
+        let status = container.init.status();
+        if !matches!(status, Status::Running | Status::Paused) {
+            return Err(TaskError::precondition(format!("checkpoint container {id}: it is {status:?}, not running or paused").to_lowercase()));
+        }
+        let default_work = container.bundle.join(CRIU_WORK_DIR);
+        let cgroups_mode = request
+            .cgroups_mode
+            .as_deref()
+            .filter(|m| !m.is_empty())
+            .map(myshim_runtime::checkpoint::CgroupsMode::from_name)
+            .transpose()
+            .map_err(|e| TaskError::from(e).context(format!("checkpoint container {id}")))?;
+        let options = myshim_runtime::checkpoint::CheckpointOptions {
+            criu: myshim_runtime::checkpoint::CriuOptions {
+                image_path: request.path.clone(),
+                work_path: Some(request.work_path.clone().unwrap_or_else(|| default_work.clone())),
+                tcp_established: request.open_tcp,
+                ext_unix_sk: request.external_unix_sockets,
+                shell_job: request.terminal,
+                file_locks: request.file_locks,
+                cgroups_mode,
+                empty_namespaces: request.empty_namespaces.clone(),
+                auto_dedup: false,
+            },
+            leave_running: !request.exit,
+            pre_dump: false,
+            parent_path: None,
+        };
+        let (runtime, criu_path) = (self.runtime.clone(), self.settings.criu_path.clone());
+        let keep_work = request.work_path.is_some();
+        let copy_to = request.copy_to.clone();
+        self.with_runtime(&container, "checkpoint", move |c| {
+            let criu = myshim_runtime::checkpoint::Criu::locate(criu_path.as_deref())?;
+            c.checkpoint(&runtime, &criu, &options)?;
+            if let Some(target) = copy_to.filter(|t| *t != options.criu.image_path) {
+                myshim_runtime::checkpoint::copy_image(&options.criu.image_path, &target)?;
+            }
+            // Kept after a failure: the error names the log in it.
+            if !keep_work {
+                let _ = std::fs::remove_dir_all(&default_work);
+            }
+            Ok(())
+        })
+        .await?;
+        info!(id = %id, path = %request.path.display(), exit = request.exit, "checkpointed");
+        Ok(())
     }
 
     async fn start_exec(&self, container: &Arc<Container>, process: &Arc<Process>) -> TaskResult<()> {
@@ -511,6 +688,14 @@ impl TaskCore {
         }
         match process.status() {
             Status::Stopped => {}
+            // Created from a checkpoint and never (or not successfully) restored: no process ran.
+            Status::Created if container.runtime.locked().is_none() => {
+                container.restore.locked().take();
+                let exit = Exit { pid: 0, status: 0, at: SystemTime::now() };
+                if let ExitOutcome::Recorded(exit) = process.record_exit(exit) {
+                    process.release_waiters(exit);
+                }
+            }
             Status::Created => {
                 // Never started: kill the waiting init and collect its exit.
                 let _ = self.with_runtime(&container, "delete", |c| c.signal(libc::SIGKILL as u32, false)).await;
@@ -840,7 +1025,7 @@ mod panic_tests {
     #[tokio::test]
     async fn a_panicked_request_does_not_break_the_next_ones() {
         let (queue, _events) = events::queue();
-        let core = TaskCore::new(queue, "ns".into(), Default::default());
+        let core = TaskCore::new(queue, "ns".into(), CoreSettings::default());
         let stdio = types::StdioPaths::default();
         let container = Arc::new(Container {
             id: "c".into(),
@@ -850,6 +1035,7 @@ mod panic_tests {
             runtime: Arc::new(Mutex::new(None)),
             held_init_exit: Mutex::new(None),
             oom_watch: Mutex::new(None),
+            restore: Mutex::new(None),
         });
         core.containers.locked().insert("c".into(), container.clone());
         let handle = container.runtime.clone();

@@ -22,7 +22,32 @@ pub struct CreateRequest {
     pub bundle: PathBuf,
     pub rootfs: Vec<RootfsMount>,
     pub stdio: StdioPaths,
+    /// A checkpoint image to restore the container from at Start (empty: a new container).
     pub checkpoint: String,
+    /// Where CRIU works while restoring (runc's option `CriuWorkPath`).
+    pub criu_work_path: Option<PathBuf>,
+}
+
+/// A checkpoint of a running (or paused) container, with runc's checkpoint options.
+#[derive(Debug, Clone, Default)]
+pub struct CheckpointRequest {
+    pub id: String,
+    /// The image directory.
+    pub path: PathBuf,
+    /// A second directory that gets a copy of the images (containerd's, when the options named
+    /// another image path).
+    pub copy_to: Option<PathBuf>,
+    /// Where CRIU works (its log); a directory in the bundle, removed after success, when unset.
+    pub work_path: Option<PathBuf>,
+    /// The container ends once dumped (else it goes on running).
+    pub exit: bool,
+    pub open_tcp: bool,
+    pub external_unix_sockets: bool,
+    /// The container's terminal is checkpointed as a shell job.
+    pub terminal: bool,
+    pub file_locks: bool,
+    pub empty_namespaces: Vec<String>,
+    pub cgroups_mode: Option<String>,
 }
 
 /// A process to start inside a running container.
