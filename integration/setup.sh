@@ -5,6 +5,7 @@
 #     benchmarks: crun 1.21 with its own glibc, the chart, the link order);
 #   - the nightly toolchain and cargo-fuzz (for shim/fuzz);
 #   - containerd 1.6, 1.7 and 2.1 side by side under /opt/myshim (system apt configuration untouched);
+#   - CRIU 4.1 (checkpoint/restore) under /opt/myshim, with the libraries it takes from the system;
 #   - qemu and mmdebstrap, and the guest lane's Debian 12 image (systemd, cgroup v2 only), cached;
 #   - builds the workspace and the busybox image;
 #   - runs a container through myshim on a private containerd of each version.
@@ -18,7 +19,8 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 packages=(busybox-static runc crun containernetworking-plugins libseccomp-dev pkg-config iproute2 python3 util-linux gcc libc6-dev
-  patchelf python3-matplotlib linux-perf qemu-system-x86 mmdebstrap e2fsprogs)
+  patchelf python3-matplotlib linux-perf qemu-system-x86 mmdebstrap e2fsprogs
+  libnet1 libnftables1 libnl-3-200 libprotobuf-c1 libgnutls30 libbsd0 iptables)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -40,9 +42,10 @@ echo "== fuzzing tools (nightly toolchain, cargo-fuzz)"
 rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --quiet
 
-echo "== containerd 1.6, 1.7, 2.1; crun 1.21 (benchmarks)"
+echo "== containerd 1.6, 1.7, 2.1; crun 1.21 (benchmarks); CRIU 4.1"
 integration/scripts/fetch-containerd.sh
 integration/scripts/fetch-crun.sh
+integration/scripts/fetch-criu.sh
 
 echo "== the guest lane's Debian 12 image (systemd, cgroup v2 only; cached)"
 integration/guest/build-image.sh >/dev/null

@@ -4,7 +4,8 @@
 # ext4 image. Prints the directory holding root.img, vmlinuz and initrd.img.
 #
 # The image is cached under /opt/myshim/guest/<key>, the key being a hash of this script: change the
-# package list or the configuration below and a new image is built (older ones are removed).
+# package list or the configuration below and a new image is built (older ones are removed). The
+# libraries after apparmor are CRIU's (the CRIU itself comes from the /opt/myshim share).
 set -euo pipefail
 script=$(readlink -f "$0")
 
@@ -13,6 +14,7 @@ packages=(
   iproute2 util-linux mount procps
   python3 busybox-static runc containernetworking-plugins
   apparmor
+  libnet1 libnftables1 libnl-3-200 libprotobuf-c1 libgnutls30 libbsd0 iptables
 )
 key=$(sha256sum < "$script" | cut -c1-16)
 base="${MYSHIM_OPT:-/opt/myshim}/guest"

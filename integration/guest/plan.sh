@@ -18,21 +18,24 @@ for line in sys.stdin:
 
 step() { printf '%s\t%s\n' "$1" "$2"; }
 # The runtime's root tests under the cgroupfs driver; those about cgroups again under systemd's.
-for suite in cgroups namespaces process rootfs hooks_and_exec cli escapes; do
+for suite in cgroups namespaces process rootfs hooks_and_exec cli escapes checkpoint; do
   step "runtime-$suite" "${exe[runtime/$suite]} --test-threads 2"
 done
-for suite in cgroups cli escapes; do
+for suite in cgroups cli escapes checkpoint; do
   step "runtime-$suite-systemd" "MYSHIM_TEST_CGROUP_DRIVER=systemd ${exe[runtime/$suite]} --test-threads 2"
 done
 step "runtime-unit" "${exe[runtime/myshim_runtime]}"
 # Through containerd 2.1 (the version whose CRI gives systemd cgroups paths to pods in slices): end
-# to end, the task API, CRI pods, and containerd restarting around running containers; each under the
-# cgroupfs driver and again under systemd's (scopes in system.slice, pods in kubepods-style slices).
+# to end, the task API, CRI pods, checkpoint/restore, and containerd restarting around running
+# containers; each under the cgroupfs driver and again under systemd's (scopes in system.slice, pods
+# in kubepods-style slices).
 for driver in cgroupfs systemd; do
   env="MYSHIM_TEST_CGROUP_DRIVER=$driver"
   step "e2e-$driver" "$env ${exe[integration/end_to_end]} containerd_2_1:: --test-threads 2"
   step "task-api-$driver" "$env ${exe[integration/task_api]} containerd_2_1:: --test-threads 2"
   step "cri-$driver" "$env ${exe[integration/cri]} containerd_2_1:: --test-threads 1"
+  step "cri-checkpoint-$driver" "$env ${exe[integration/cri]} checkpoint_container --test-threads 1"
+  step "checkpoint-$driver" "$env ${exe[integration/checkpoint]} containerd_2_1:: --test-threads 2"
 done
 step "faults-systemd" "MYSHIM_TEST_CGROUP_DRIVER=systemd ${exe[integration/faults]} containerd_2_1_sig --test-threads 1"
 # Ratios against runc in the same guest, with the shim an operator installs (the static release

@@ -100,6 +100,13 @@ impl TasksApi {
         self.runtime.block_on(client.close_io(request)).map(drop)
     }
 
+    /// Checkpoints the task with runc's checkpoint options (what containerd's clients send).
+    pub fn checkpoint(&self, container: &str, options: &myshim_protos::containerd::runc::v1::CheckpointOptions) -> Result<(), tonic::Status> {
+        let request = self.request(tasks::CheckpointTaskRequest { container_id: container.into(), parent_checkpoint: String::new(), options: Some(myshim_protos::to_any(options)) });
+        let mut client = self.client.clone();
+        self.runtime.block_on(client.checkpoint(request)).map(drop)
+    }
+
     pub fn update(&self, container: &str, resources: serde_json::Value) -> Result<(), tonic::Status> {
         let request = self.request(tasks::UpdateTaskRequest {
             container_id: container.into(),

@@ -260,11 +260,18 @@ impl Containerd {
     }
 }
 
-/// Starts containerd on the instance directory, with the shim's directory first on its PATH and its
-/// output appended to the instance's log.
+/// Starts containerd on the instance directory, with the shim's directory first on its PATH (then
+/// containerd's and CRIU's, where an operator would have them) and its output appended to the
+/// instance's log.
 fn spawn(version: Version, dir: &Path, netns: Option<&str>) -> Child {
     let log = fs::OpenOptions::new().create(true).append(true).open(dir.join("containerd.log")).expect("open containerd log");
-    let path = format!("{}:{}:{}", paths::shim_dir().display(), version.bin_dir().display(), std::env::var("PATH").unwrap_or_default());
+    let path = format!(
+        "{}:{}:{}:{}",
+        paths::shim_dir().display(),
+        version.bin_dir().display(),
+        paths::criu_dir().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
     // nsenter joins only the network namespace (unlike `ip netns exec`, which also remounts /sys
     // and would hide the cgroup hierarchies) and executes containerd in place: the pid is containerd's.
     let mut command = match netns {

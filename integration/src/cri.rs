@@ -104,6 +104,12 @@ impl Cri {
         self.call(|mut c| async move { c.update_container_resources(request).await }).map(drop)
     }
 
+    /// Kubernetes' container checkpoint: the archive is written to `location`.
+    pub fn checkpoint_container(&self, id: &str, location: &Path) -> Result<(), tonic::Status> {
+        let request = cri::CheckpointContainerRequest { container_id: id.into(), location: location.display().to_string(), timeout: 0 };
+        self.call(|mut c| async move { c.checkpoint_container(request).await }).map(drop)
+    }
+
     /// The runtime handlers containerd reports, with the features it found for each.
     pub fn runtime_handlers(&self) -> Result<Vec<cri::RuntimeHandler>, tonic::Status> {
         self.call(|mut c| async move { c.status(cri::StatusRequest { verbose: false }).await }).map(|r| r.runtime_handlers)

@@ -310,7 +310,8 @@ impl DirectShim {
             Protocol::Grpc => "grpc",
         };
         let config = fake.dir.join("myshim.toml");
-        fs::write(&config, format!("protocol = \"{protocol_name}\"\ngrpc_keepalive = false\n")).unwrap();
+        let criu = paths::criu_dir().join("criu");
+        fs::write(&config, format!("protocol = \"{protocol_name}\"\ngrpc_keepalive = false\ncriu_path = {:?}\n", criu.display().to_string())).unwrap();
         let mut command = Command::new(paths::shim_binary());
         command
             .args(["-namespace", &namespace, "-id", "group", "-address"])

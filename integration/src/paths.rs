@@ -19,6 +19,11 @@ pub fn shim_binary() -> PathBuf {
     shim_dir().join("containerd-shim-myshim-v1")
 }
 
+/// The directory of the CRIU setup installed (trixie's CRIU 4.1 with its own glibc).
+pub fn criu_dir() -> PathBuf {
+    opt().join("criu/bin")
+}
+
 /// Where the setup command installed containerd and friends.
 pub fn opt() -> PathBuf {
     std::env::var_os("MYSHIM_OPT").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/opt/myshim"))

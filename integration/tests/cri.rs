@@ -382,6 +382,41 @@ macro_rules! for_versions {
 
 for_versions!(pod_lifecycle, pod_semantics, host_network_pod, operator_errors, volumes);
 
+/// Kubernetes' forensic container checkpoint (kubelet's checkpoint API → CRI CheckpointContainer) on
+/// containerd 2.1: the archive holds CRIU's images and containerd's metadata, and the container keeps
+/// running.
+#[test]
+fn checkpoint_container_on_containerd_2_1() {
+    let c = Containerd::start_cri(Version::V2_1, "cri-ckpt", "");
+    let api = Cri::connect(&c.socket());
+    let parent = cgroup_parent("ckpt21");
+    let logs = c.dir.join("pod-logs");
+    fs::create_dir_all(&logs).unwrap();
+    let pod = cri::pod_config("checkpointed", &logs, &parent, false);
+    let pod_id = api.run_pod(&pod, "myshim").expect("RunPodSandbox");
+    let counter = "i=0; while :; do i=$((i+1)); echo $i > /tmp/next; mv /tmp/next /tmp/count; sleep 0.1; done";
+    let app = api.create_container(&pod_id, &cri::container_config("counter", image::BUSYBOX, &["sh", "-c", counter]), &pod).unwrap();
+    api.start_container(&app).unwrap();
+    let read = || api.exec_sync(&app, &["cat", "/tmp/count"]).unwrap().1.trim().parse::<u64>().unwrap_or(0);
+    wait_for(|| read() > 0, "the counter's first number");
+
+    let archive = c.dir.join("checkpoint.tar");
+    api.checkpoint_container(&app, &archive).expect("CheckpointContainer");
+    let listing = std::process::Command::new("tar").arg("-tf").arg(&archive).output().unwrap();
+    let names = String::from_utf8_lossy(&listing.stdout);
+    for expected in ["checkpoint/inventory.img", "config.dump", "spec.dump"] {
+        assert!(names.lines().any(|l| l.trim_start_matches("./") == expected), "{expected} in the archive: {names}");
+    }
+    assert_eq!(api.container_status(&app).unwrap().state, v1::ContainerState::ContainerRunning as i32, "the container keeps running");
+    let after = read();
+    wait_for(|| read() > after, "the container counting on");
+
+    api.stop_pod(&pod_id).unwrap();
+    api.remove_pod(&pod_id).unwrap();
+    assert_pods_gone(&c, &parent);
+    remove_parent_cgroups(&parent);
+}
+
 /// The handler's `options` table reaches the shim (containerd 1.7 passes it as ConfigBody): here
 /// `protocol = "grpc"`, which 1.7 can hold.
 #[test]

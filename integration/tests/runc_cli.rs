@@ -1,5 +1,5 @@
 //! containerd 2.1's own runc shim (`io.containerd.runc.v2`) driving `myshim-runc` as its runc
-//! binary (`ctr run --runc-binary`): the runtime is a drop-in runc.
+//! binary (`ctr run --runc-binary`): the runtime is a drop-in runc, checkpoint and restore included.
 
 use myshim_integration::{image, leaks, paths, Containerd, Version};
 
@@ -23,7 +23,19 @@ fn containerd_runc_shim_drives_myshim_runc() {
     assert_eq!(c.task_status("long").as_deref(), Some("PAUSED"));
     c.ctr(&["task", "resume", "long"]).ok();
     assert!(c.ctr(&["task", "ps", "long"]).ok().stdout.lines().count() >= 2);
+
+    // Checkpoint and live restore as the runc shim drives them (`checkpoint --image-path --work-path
+    // --leave-running …`, `restore --detach --pid-file --no-subreaper …`), with CRIU on PATH.
+    c.ctr(&["container", "checkpoint", "--task", "--rw", "long", "localhost/myshim/runc-cli-checkpoint:1"]).ok();
+    assert_eq!(c.task_status("long").as_deref(), Some("RUNNING"));
     c.remove("long");
+    c.track("back");
+    c.ctr(&["container", "restore", "--live", "--rw", "back", "localhost/myshim/runc-cli-checkpoint:1"]).ok();
+    assert_eq!(c.task_status("back").as_deref(), Some("RUNNING"));
+    let inside = c.ctr(&["task", "exec", "--exec-id", "look", "back", "sh", "-c", "cat /proc/1/cmdline | tr '\\0' ' '"]).ok();
+    assert_eq!(inside.stdout.trim(), "sleep 1000", "the restored init");
+    c.remove("back");
+    let _ = c.ctr(&["image", "rm", "localhost/myshim/runc-cli-checkpoint:1"]);
     assert!(leaks::container_processes(&c.namespace).is_empty());
     c.assert_no_leftovers();
 }

@@ -29,15 +29,16 @@ struct Counts {
     execs: usize,
     burst: usize,
     burst_rounds: usize,
+    checkpoints: usize,
 }
 
 impl Counts {
     fn full() -> Counts {
-        Counts { direct_sequential: 300, direct_total: 640, oci_runs: 40, ctr_runs: 30, execs: 40, burst: 50, burst_rounds: 3 }
+        Counts { direct_sequential: 300, direct_total: 640, oci_runs: 40, ctr_runs: 30, execs: 40, burst: 50, burst_rounds: 3, checkpoints: 10 }
     }
 
     fn smoke() -> Counts {
-        Counts { direct_sequential: 5, direct_total: 32, oci_runs: 2, ctr_runs: 2, execs: 2, burst: 5, burst_rounds: 1 }
+        Counts { direct_sequential: 5, direct_total: 32, oci_runs: 2, ctr_runs: 2, execs: 2, burst: 5, burst_rounds: 1, checkpoints: 1 }
     }
 }
 
@@ -343,6 +344,31 @@ fn through_containerd(counts: &Counts) -> Value {
         eprintln!("  {} {} at once: start {:.0} ms, teardown {:.0} ms", r.name, counts.burst, median(&starts[i]), median(&teardowns[i]));
     }
 
+    // Checkpoint (leaving the container running) and live restore into a new container, with CRIU:
+    // myshim against runc (crun from Debian is built without CRIU). The original is removed before
+    // each restore, so that both restore into a free cgroup.
+    let checkpointing: Vec<&Runtime> = runtimes.iter().filter(|r| r.name != "crun").collect();
+    let mut checkpoints = vec![Vec::new(); checkpointing.len()];
+    let mut restores = vec![Vec::new(); checkpointing.len()];
+    for n in 0..counts.checkpoints {
+        for (i, r) in checkpointing.iter().enumerate() {
+            let (id, back, image) = (format!("ckpt-{}-{n}", r.name), format!("back-{}-{n}", r.name), format!("localhost/bench/ckpt-{}-{n}:1", r.name));
+            c.track(&id);
+            c.track(&back);
+            ctr_timed(&c, &run_args(r, &["-d"], &id, &["sleep", "100000"]));
+            checkpoints[i].push(ctr_timed(&c, &["container", "checkpoint", "--task", &id, &image]));
+            c.remove(&id);
+            restores[i].push(ctr_timed(&c, &["container", "restore", "--live", &back, &image]));
+            c.remove(&back);
+            let _ = c.ctr(&["image", "rm", &image]);
+        }
+    }
+    for (i, r) in checkpointing.iter().enumerate() {
+        result[r.name]["checkpoint_ms"] = json!(median(&checkpoints[i]));
+        result[r.name]["restore_ms"] = json!(median(&restores[i]));
+        eprintln!("  {} checkpoint: {:.0} ms, live restore: {:.0} ms", r.name, median(&checkpoints[i]), median(&restores[i]));
+    }
+
     // The shim's memory with one container, and with ten in one group (a pod).
     for r in runtimes.iter().filter(|r| r.name != "crun") {
         let group = format!("io.containerd.runc.v2.group=pod-{}", r.name);
@@ -465,6 +491,9 @@ fn markdown(r: &Value) -> String {
     let burst = c["myshim"]["burst"].as_u64().unwrap_or(0);
     out.push_str(&ms_row(&format!("{burst} containers started at once"), "burst_start_ms", ""));
     out.push_str(&ms_row(&format!("{burst} containers torn down at once"), "burst_teardown_ms", ""));
+    for (label, key) in [("`ctr container checkpoint --task` (CRIU)", "checkpoint_ms"), ("`ctr container restore --live` (CRIU)", "restore_ms")] {
+        out.push_str(&format!("| {label} | {:.0} ms | {:.0} ms | (no CRIU) | **{:.2}×** | | |\n", number(&c["myshim"][key]), number(&c["runc"][key]), ratio("myshim", key)));
+    }
     let kib = |v: &Value| number(v) / 1024.0;
     out.push_str(&format!(
         "| shim RSS holding one container | {:.1} MB | {:.1} MB | (runc's shim) | **{:.2}×** | | ≤ 4 MB |\n",
