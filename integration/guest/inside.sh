@@ -16,7 +16,8 @@ while IFS=$'\t' read -r name command; do
   [ -z "$name" ] && continue
   echo "== guest: $name" > /dev/console
   start=$(date +%s)
-  bash -c "$command" > "/results/$name.log" 2>&1
+  # A step that hangs fails (124) instead of holding the lane until its overall timeout.
+  timeout --kill-after=10 "${MYSHIM_GUEST_STEP_TIMEOUT:-900}" bash -c "$command" > "/results/$name.log" 2>&1
   echo $? > "/results/$name.status"
   echo "$(( $(date +%s) - start ))" > "/results/$name.seconds"
   echo "== guest: $name exit $(cat "/results/$name.status") in $(cat "/results/$name.seconds") s" > /dev/console
