@@ -4,7 +4,13 @@
 # and its exit status in /results/<name>.status, then powers the guest off.
 set -u
 export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root
-cd /work/main
+# The image mounts the workspace at /work/main; the test binaries carry the host's absolute paths
+# (cargo's CARGO_MANIFEST_DIR and CARGO_BIN_EXE_*), so it is bound again where the host has it.
+workspace=$(cat /results/workspace 2>/dev/null || echo /work/main)
+if [ "$workspace" != /work/main ]; then
+  mkdir -p "$workspace" && mount --bind /work/main "$workspace"
+fi
+cd "$workspace"
 {
   echo "kernel $(uname -r)"
   echo "init $(ps -o comm= -p 1)"

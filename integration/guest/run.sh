@@ -24,6 +24,7 @@ cleanup() {
 trap cleanup EXIT
 
 mkdir -p "$scratch/results"
+echo "$workspace" > "$scratch/results/workspace"
 if [ $# -gt 0 ]; then
   cp "$1" "$scratch/results/plan"
 else
