@@ -216,3 +216,54 @@ fn start_returns_once_the_program_runs() {
     }
     b.assert_clean();
 }
+
+/// `myshim-runc spec` writes runc's example bundle (the fields of `runc spec`'s), never over an
+/// existing one, and `--rootless` maps root to the caller. The bundle runs: its ambient capabilities,
+/// which it does not make inheritable, are skipped with a warning in the log, as runc does.
+#[test]
+fn spec_writes_runcs_bundle_and_it_runs() {
+    let mut b = Bundle::new("spec");
+    let generated = b.dir.join("generated");
+    fs::create_dir_all(&generated).unwrap();
+    assert!(b.runc(&["spec", "--bundle", generated.to_str().unwrap()]).status.success());
+    let ours: Value = serde_json::from_slice(&fs::read(generated.join("config.json")).unwrap()).unwrap();
+    let again = b.runc(&["spec", "--bundle", generated.to_str().unwrap()]);
+    assert!(!again.status.success() && String::from_utf8_lossy(&again.stderr).contains("exists"), "{again:?}");
+
+    // The same document as runc's, but for the runtime's name and spec version.
+    let theirs_dir = b.dir.join("runc-spec");
+    fs::create_dir_all(&theirs_dir).unwrap();
+    assert!(std::process::Command::new("runc").arg("spec").current_dir(&theirs_dir).status().unwrap().success());
+    let mut theirs: Value = serde_json::from_slice(&fs::read(theirs_dir.join("config.json")).unwrap()).unwrap();
+    let mut comparable = ours.clone();
+    for doc in [&mut theirs, &mut comparable] {
+        doc["hostname"] = json!("");
+        doc["ociVersion"] = json!("");
+    }
+    assert_eq!(comparable, theirs);
+
+    let rootless = b.dir.join("rootless");
+    fs::create_dir_all(&rootless).unwrap();
+    assert!(b.runc(&["spec", "--rootless", "--bundle", rootless.to_str().unwrap()]).status.success());
+    let rootless: Value = serde_json::from_slice(&fs::read(rootless.join("config.json")).unwrap()).unwrap();
+    assert!(rootless["linux"]["namespaces"].as_array().unwrap().contains(&json!({"type": "user"})));
+    assert_eq!(rootless["linux"]["uidMappings"][0]["hostID"], json!(nix::unistd::geteuid().as_raw()));
+
+    // Run it (without a terminal, in this test's rootfs and cgroup).
+    let cgroups_path = b.spec["linux"]["cgroupsPath"].clone();
+    b.spec = ours;
+    b.spec["process"]["terminal"] = json!(false);
+    b.spec["root"]["path"] = json!(b.rootfs());
+    b.spec["linux"]["cgroupsPath"] = cgroups_path;
+    b.set_args(&["sh", "-c", "echo ran"]).write_spec();
+    let log = b.dir.join("log.json");
+    let out = b.runc(&["--log", log.to_str().unwrap(), "--log-format", "json", "run", "--bundle", b.dir.to_str().unwrap(), &b.id]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "ran\n");
+    let warnings: Vec<Value> = fs::read_to_string(&log).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(
+        warnings.iter().any(|w| w["level"] == "warning" && w["msg"].as_str().unwrap().contains("process.capabilities.ambient")),
+        "the skipped ambient capabilities in the log: {warnings:?}"
+    );
+    b.assert_clean();
+}

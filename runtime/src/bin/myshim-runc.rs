@@ -4,7 +4,7 @@
 //! Global flags: `--root`, `--log`, `--log-format text|json`, `--debug`, `--systemd-cgroup` (the
 //! systemd cgroup driver; a `slice:prefix:name` cgroups path selects it anyway), `--criu PATH`. Verbs:
 //! create, start, run, state, kill, delete, exec, ps, pause, resume, update, checkpoint, restore,
-//! features.
+//! spec, features.
 
 use std::fs;
 use std::io::{Read, Write};
@@ -26,6 +26,7 @@ fn main() -> ExitCode {
     }
     let mut args = Args { items: std::env::args().skip(1).collect() };
     let global = Global::parse(&mut args);
+    let _ = tracing::subscriber::set_global_default(WarningLog { log: global.log.clone(), json: global.json_log });
     match run(&global, args) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
@@ -48,18 +49,26 @@ struct Global {
 }
 
 impl Global {
+    /// Takes the global flags off the front of `args` (those before the verb: a verb's own flags, such
+    /// as `spec --rootless`, stay with it).
     fn parse(args: &mut Args) -> Global {
-        let root = args.flag(&["--root"]).map(PathBuf::from).unwrap_or_else(|| DEFAULT_ROOT.into());
-        let log = args.flag(&["--log"]).map(PathBuf::from);
-        let json_log = args.flag(&["--log-format"]).as_deref() == Some("json");
-        let systemd_cgroup = args.switch(&["--systemd-cgroup"]);
-        let criu = args.flag(&["--criu"]).map(PathBuf::from);
-        args.switch(&["--debug"]);
-        args.switch(&["--rootless"]);
+        const WITH_VALUES: &[&str] = &["--root", "--log", "--log-format", "--criu", "--rootless"];
+        let mut verb = 0;
+        while let Some(item) = args.items.get(verb).filter(|a| a.starts_with('-')) {
+            verb += if WITH_VALUES.contains(&item.as_str()) { 2 } else { 1 };
+        }
+        let rest = args.items.split_off(verb.min(args.items.len()));
+        let mut front = Args { items: std::mem::replace(&mut args.items, rest) };
+        let root = front.flag(&["--root"]).map(PathBuf::from).unwrap_or_else(|| DEFAULT_ROOT.into());
+        let log = front.flag(&["--log"]).map(PathBuf::from);
+        let json_log = front.flag(&["--log-format"]).as_deref() == Some("json");
+        let systemd_cgroup = front.switch(&["--systemd-cgroup"]);
+        let criu = front.flag(&["--criu"]).map(PathBuf::from);
+        // runc's --rootless (a value: true, false, auto) and --debug change nothing here.
+        front.flag(&["--rootless"]);
         Global { root, log, json_log, systemd_cgroup, criu }
     }
 
-    /// Errors go to `--log` as runc writes them (containerd's runc shim reads the last one from there).
     fn criu(&self) -> Result<Criu> {
         Ok(Criu::locate(self.criu.as_deref())?)
     }
@@ -72,16 +81,67 @@ impl Global {
         }
     }
 
+    /// Errors go to `--log` as runc writes them (containerd's runc shim reads the last one from there).
     fn log_error(&self, message: &str) {
-        let Some(path) = &self.log else { return };
-        let Ok(mut file) = fs::OpenOptions::new().create(true).append(true).open(path) else { return };
-        let line = if self.json_log {
-            serde_json::json!({ "level": "error", "msg": message, "time": rfc3339(std::time::SystemTime::now()) }).to_string()
-        } else {
-            format!("level=error msg={message:?}")
-        };
-        let _ = writeln!(file, "{line}");
+        if let Some(path) = &self.log {
+            write_log_line(path, self.json_log, "error", message);
+        }
     }
+}
+
+/// One line of runc's log: JSON (`--log-format json`, what containerd's runc shim reads) or logrus text.
+fn write_log_line(path: &Path, json: bool, level: &str, message: &str) {
+    let Ok(mut file) = fs::OpenOptions::new().create(true).append(true).open(path) else { return };
+    let line = if json {
+        serde_json::json!({ "level": level, "msg": message, "time": rfc3339(std::time::SystemTime::now()) }).to_string()
+    } else {
+        format!("level={level} msg={message:?}")
+    };
+    let _ = writeln!(file, "{line}");
+}
+
+/// The runtime's warnings (`tracing` events at warn level and above: a capability that could not be
+/// raised, say) go where runc's go: into `--log` in its format, else to stderr.
+struct WarningLog {
+    log: Option<PathBuf>,
+    json: bool,
+}
+
+/// An event's message and other fields, as one line.
+#[derive(Default)]
+struct EventText(String);
+
+impl tracing::field::Visit for EventText {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        let separator = if self.0.is_empty() { "" } else { " " };
+        if field.name() == "message" {
+            self.0 = format!("{value:?}{separator}{}", self.0);
+        } else {
+            self.0.push_str(&format!("{separator}{}={value:?}", field.name()));
+        }
+    }
+}
+
+impl tracing::Subscriber for WarningLog {
+    fn enabled(&self, metadata: &tracing::Metadata<'_>) -> bool {
+        *metadata.level() <= tracing::Level::WARN
+    }
+    fn new_span(&self, _: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        tracing::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, event: &tracing::Event<'_>) {
+        let mut text = EventText::default();
+        event.record(&mut text);
+        let level = if *event.metadata().level() == tracing::Level::ERROR { "error" } else { "warning" };
+        match &self.log {
+            Some(path) => write_log_line(path, self.json, level, &text.0),
+            None => eprintln!("myshim-runc: {level}: {}", text.0),
+        }
+    }
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
 }
 
 /// The remaining arguments: `--flag value`, `--flag=value`, switches and positionals.
@@ -150,7 +210,7 @@ impl Args {
 }
 
 fn run(global: &Global, mut args: Args) -> Result<u8> {
-    let verb = args.positional("a command (create, start, run, state, kill, delete, exec, ps, pause, resume, update, checkpoint, restore, features)")?;
+    let verb = args.positional("a command (create, start, run, state, kill, delete, exec, ps, pause, resume, update, checkpoint, restore, spec, features)")?;
     match verb.as_str() {
         "create" => {
             let options = CreateFlags::parse(&mut args)?;
@@ -200,6 +260,12 @@ fn run(global: &Global, mut args: Args) -> Result<u8> {
             let dir = state::dir_in_root(&global.root, &id)?;
             if !dir.exists() {
                 if force {
+                    // containerd's runc shim runs this in its `delete` cleanup, where a SIGCHLD loop of
+                    // its own reaps children too: a command that is done before the caller waits for
+                    // it loses its exit status to that loop, and the caller reports `exit status 255`
+                    // (go-runc's stand-in). runc takes long enough to start that its caller is always
+                    // waiting by then; so is ours, once the caller waits.
+                    wait_until_the_parent_waits(std::time::Duration::from_millis(100));
                     return Ok(0);
                 }
                 bail!("container {id} does not exist");
@@ -263,6 +329,17 @@ fn run(global: &Global, mut args: Args) -> Result<u8> {
             Ok(0)
         }
         "restore" => restore(global, args),
+        "spec" => {
+            let rootless = args.switch(&["--rootless"]);
+            let bundle = args.flag(&["--bundle", "-b"]).map(PathBuf::from).unwrap_or(std::env::current_dir()?);
+            let path = bundle.join("config.json");
+            if path.exists() {
+                bail!("{} exists: remove it first", path.display());
+            }
+            let spec = default_spec(rootless);
+            fs::write(&path, serde_json::to_vec_pretty(&spec)?).with_context(|| format!("write {}", path.display()))?;
+            Ok(0)
+        }
         "features" => {
             println!("{}", serde_json::to_string_pretty(&myshim_runtime::features::document())?);
             Ok(0)
@@ -323,6 +400,73 @@ impl CriuFlags {
             auto_dedup: args.switch(&["--auto-dedup"]),
         };
         Ok(CriuFlags { options })
+    }
+}
+
+/// runc's example bundle (`runc spec`): `sh` on a terminal, three capabilities (ambient too, as runc
+/// has them, which only warns: they are not inheritable), the usual mounts and namespaces; rootless,
+/// a user namespace mapping root to the caller and the host's /sys bound instead of a new sysfs.
+fn default_spec(rootless: bool) -> serde_json::Value {
+    let caps = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"];
+    let mut spec = serde_json::json!({
+        "ociVersion": myshim_runtime::features::OCI_VERSION_MAX,
+        "process": {
+            "terminal": true,
+            "user": {"uid": 0, "gid": 0},
+            "args": ["sh"],
+            "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "TERM=xterm"],
+            "cwd": "/",
+            "capabilities": {"bounding": caps, "effective": caps, "permitted": caps, "ambient": caps},
+            "rlimits": [{"type": "RLIMIT_NOFILE", "hard": 1024, "soft": 1024}],
+            "noNewPrivileges": true
+        },
+        "root": {"path": "rootfs", "readonly": true},
+        "hostname": "myshim",
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+            {"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]},
+            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+            {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]},
+            {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]},
+            {"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}
+        ],
+        "linux": {
+            "resources": {"devices": [{"allow": false, "access": "rwm"}]},
+            "namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}],
+            "maskedPaths": ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi"],
+            "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
+        }
+    });
+    if rootless {
+        // As runc's: root inside is the caller; no new network namespace; devpts without the tty
+        // group (unmapped); the host's /sys bound (a sysfs cannot be mounted); no device rules.
+        let (uid, gid) = (nix::unistd::geteuid().as_raw(), nix::unistd::getegid().as_raw());
+        let linux = &mut spec["linux"];
+        linux["uidMappings"] = serde_json::json!([{"containerID": 0, "hostID": uid, "size": 1}]);
+        linux["gidMappings"] = serde_json::json!([{"containerID": 0, "hostID": gid, "size": 1}]);
+        linux["namespaces"] = serde_json::json!([{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "user"}]);
+        linux.as_object_mut().map(|l| l.remove("resources"));
+        spec["mounts"][2]["options"] = serde_json::json!(["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]);
+        spec["mounts"][5] = serde_json::json!({"destination": "/sys", "type": "none", "source": "/sys", "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]});
+    }
+    spec
+}
+
+/// Returns once a thread of the parent process blocks in a wait for a child (its wait channel is
+/// `do_wait`), or after `limit`.
+fn wait_until_the_parent_waits(limit: std::time::Duration) {
+    let parent = std::os::unix::process::parent_id();
+    let deadline = std::time::Instant::now() + limit;
+    let waiting = || {
+        fs::read_dir(format!("/proc/{parent}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|task| fs::read_to_string(task.path().join("wchan")).is_ok_and(|w| w.trim() == "do_wait"))
+    };
+    while !waiting() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_micros(500));
     }
 }
 
