@@ -6,6 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 integration/scripts/fetch-crun.sh >/dev/null
+integration/scripts/fetch-docker.sh >/dev/null
 integration/scripts/build-release.sh
 release="$PWD/target/x86_64-unknown-linux-gnu/release"
 MYSHIM_BIN_DIR="$release" "$release/bench" "$@"

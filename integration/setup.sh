@@ -6,6 +6,8 @@
 #   - the nightly toolchain and cargo-fuzz (for shim/fuzz);
 #   - containerd 1.6, 1.7 and 2.1 side by side under /opt/myshim (system apt configuration untouched);
 #   - CRIU 4.1 (checkpoint/restore) under /opt/myshim, with the libraries it takes from the system;
+#   - Docker Engine 28 (sid's docker.io, docker-cli, tini-static) unpacked under /opt/myshim, and
+#     Podman 4.3 from Debian (the client suites);
 #   - qemu and mmdebstrap, and the guest lane's Debian 12 image (systemd, cgroup v2 only), cached;
 #   - builds the workspace and the busybox image;
 #   - runs a container through myshim on a private containerd of each version.
@@ -20,7 +22,7 @@ fi
 
 packages=(busybox-static runc crun containernetworking-plugins libseccomp-dev pkg-config iproute2 python3 util-linux gcc libc6-dev
   patchelf python3-matplotlib linux-perf qemu-system-x86 mmdebstrap e2fsprogs
-  libnet1 libnftables1 libnl-3-200 libprotobuf-c1 libgnutls30 libbsd0 iptables)
+  libnet1 libnftables1 libnl-3-200 libprotobuf-c1 libgnutls30 libbsd0 iptables podman)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -42,10 +44,11 @@ echo "== fuzzing tools (nightly toolchain, cargo-fuzz)"
 rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --quiet
 
-echo "== containerd 1.6, 1.7, 2.1; crun 1.21 (benchmarks); CRIU 4.1"
+echo "== containerd 1.6, 1.7, 2.1; crun 1.21 (benchmarks); CRIU 4.1; Docker Engine 28"
 integration/scripts/fetch-containerd.sh
 integration/scripts/fetch-crun.sh
 integration/scripts/fetch-criu.sh
+integration/scripts/fetch-docker.sh
 
 echo "== the guest lane's Debian 12 image (systemd, cgroup v2 only; cached)"
 integration/guest/build-image.sh >/dev/null

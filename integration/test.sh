@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Runs every test: unit tests, the runtime's root tests, the end-to-end, fault, load, hostile-input
-# and escape tests against private containerd 1.6, 1.7 and 2.1 instances (started and stopped by the
-# tests), a short run of every fuzz target, a smoke run of the benchmark, and the guest lane (the
-# suites on a systemd host with cgroup v2 only, under qemu). Run as root after setup.sh. Arguments go
-# to the test binaries (a name filter, say); MYSHIM_FUZZ_SECONDS sets the fuzzing time per target (0
-# skips it); MYSHIM_GUEST_LANE=0 skips the guest lane.
+# Runs every test: unit tests, the runtime's root tests, the end-to-end, fault, load, hostile-input,
+# escape, checkpoint, Docker and Podman tests against private containerd 1.6, 1.7 and 2.1 instances
+# (started and stopped by the tests), a short run of every fuzz target, a smoke run of the benchmark,
+# and the guest lane (the suites on a systemd host with cgroup v2 only, under qemu). Run as root after
+# setup.sh. Arguments go to the test binaries (a name filter, say); MYSHIM_FUZZ_SECONDS sets the
+# fuzzing time per target (0 skips it); MYSHIM_GUEST_LANE=0 skips the guest lane.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

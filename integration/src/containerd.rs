@@ -42,25 +42,25 @@ pub struct Containerd {
     pub netns: Option<String>,
 }
 
-/// The result of a `ctr` call.
-pub struct Ctr {
+/// The result of a command-line client's call (`ctr`, `docker`, `podman`).
+pub struct CliOutput {
     pub code: i32,
     pub stdout: String,
     pub stderr: String,
 }
 
-impl Ctr {
-    fn from(output: Output) -> Ctr {
-        Ctr {
+impl CliOutput {
+    pub fn from(output: Output) -> CliOutput {
+        CliOutput {
             code: output.status.code().unwrap_or(-1),
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
         }
     }
 
-    /// Panics with the whole output unless ctr exited 0.
-    pub fn ok(self) -> Ctr {
-        assert_eq!(self.code, 0, "ctr failed: stdout {:?} stderr {:?}", self.stdout, self.stderr);
+    /// Panics with the whole output unless the command exited 0.
+    pub fn ok(self) -> CliOutput {
+        assert_eq!(self.code, 0, "command failed: stdout {:?} stderr {:?}", self.stdout, self.stderr);
         self
     }
 }
@@ -144,8 +144,8 @@ impl Containerd {
     }
 
     /// Runs `ctr` of this version against this instance, in its namespace.
-    pub fn ctr(&self, args: &[&str]) -> Ctr {
-        Ctr::from(self.ctr_command(args).output().expect("run ctr"))
+    pub fn ctr(&self, args: &[&str]) -> CliOutput {
+        CliOutput::from(self.ctr_command(args).output().expect("run ctr"))
     }
 
     pub fn ctr_command(&self, args: &[&str]) -> Command {
@@ -162,7 +162,7 @@ impl Containerd {
     }
 
     /// `ctr run --runtime io.containerd.myshim.v1 --rm <extra…> busybox <id> <command…>`.
-    pub fn run(&self, id: &str, extra: &[&str], command: &[&str]) -> Ctr {
+    pub fn run(&self, id: &str, extra: &[&str], command: &[&str]) -> CliOutput {
         self.track(id);
         let cgroup = self.cgroup_flag(id);
         let mut args = vec!["run", "--runtime", RUNTIME, "--rm", &cgroup[0], &cgroup[1]];

@@ -10,11 +10,13 @@ pub mod bundle;
 pub mod containerd;
 pub mod cri;
 pub mod direct;
+pub mod docker;
 pub mod events;
 pub mod host;
 pub mod image;
 pub mod leaks;
 pub mod paths;
+pub mod podman;
 pub mod procfs;
 pub mod ttrpc;
 

@@ -20,7 +20,7 @@ fn setup(name: &str) -> (Containerd, paths::Scratch) {
 }
 
 /// `ctr run --rm <extra…> hostile <id> <command…>`.
-fn run(c: &Containerd, id: &str, extra: &[&str], command: &[&str]) -> myshim_integration::containerd::Ctr {
+fn run(c: &Containerd, id: &str, extra: &[&str], command: &[&str]) -> myshim_integration::containerd::CliOutput {
     c.track(id);
     let mut args = vec!["run", "--runtime", RUNTIME, "--rm"];
     args.extend_from_slice(extra);

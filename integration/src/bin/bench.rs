@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use myshim_integration::containerd::RUNTIME;
 use myshim_integration::direct::{DirectShim, Protocol, ShimClient};
+use myshim_integration::docker::Docker;
 use myshim_integration::{bundle, image, paths, procfs, Containerd, Version};
 use serde_json::{json, Value};
 
@@ -30,15 +31,16 @@ struct Counts {
     burst: usize,
     burst_rounds: usize,
     checkpoints: usize,
+    docker_runs: usize,
 }
 
 impl Counts {
     fn full() -> Counts {
-        Counts { direct_sequential: 300, direct_total: 640, oci_runs: 40, ctr_runs: 30, execs: 40, burst: 50, burst_rounds: 3, checkpoints: 10 }
+        Counts { direct_sequential: 300, direct_total: 640, oci_runs: 40, ctr_runs: 30, execs: 40, burst: 50, burst_rounds: 3, checkpoints: 10, docker_runs: 20 }
     }
 
     fn smoke() -> Counts {
-        Counts { direct_sequential: 5, direct_total: 32, oci_runs: 2, ctr_runs: 2, execs: 2, burst: 5, burst_rounds: 1, checkpoints: 1 }
+        Counts { direct_sequential: 5, direct_total: 32, oci_runs: 2, ctr_runs: 2, execs: 2, burst: 5, burst_rounds: 1, checkpoints: 1, docker_runs: 2 }
     }
 }
 
@@ -63,6 +65,8 @@ fn main() {
     let sockets_before = shim_sockets();
     results["containerd"] = through_containerd(&counts);
     remove_stale_sockets(&sockets_before);
+    eprintln!("== Docker Engine on containerd 2.1");
+    results["docker"] = through_docker(&counts);
     eprintln!("== containerd 1.7: ttrpc against gRPC");
     results["protocols"] = protocols_through_containerd_1_7(&counts);
     let table = markdown(&results);
@@ -399,6 +403,33 @@ fn through_containerd(counts: &Counts) -> Value {
     result
 }
 
+/// `docker run --rm … true` through dockerd on containerd 2.1: myshim (its runtime type), runc (Docker's
+/// default) and crun (a `path` runtime, under containerd's runc shim), interleaved.
+fn through_docker(counts: &Counts) -> Value {
+    let c = Containerd::start(Version::V2_1, "bench-docker");
+    let config = json!({
+        "runtimes": {"myshim": {"runtimeType": RUNTIME}, "crun": {"path": CRUN}},
+        "default-ulimits": {"nofile": {"Name": "nofile", "Hard": 1024, "Soft": 1024}}
+    });
+    let d = Docker::start(&c, "bench", &config);
+    let names = ["myshim", "runc", "crun"];
+    let mut samples = vec![Vec::new(); names.len()];
+    for _ in 0..counts.docker_runs {
+        for (i, runtime) in names.iter().enumerate() {
+            let started = Instant::now();
+            let out = d.docker(&["run", "--rm", "--runtime", runtime, myshim_integration::docker::BUSYBOX, "true"]);
+            samples[i].push(millis(started.elapsed()));
+            assert_eq!(out.code, 0, "docker run --runtime {runtime}: {}", out.stderr);
+        }
+    }
+    let mut result = json!({});
+    for (i, name) in names.iter().enumerate() {
+        result[name] = json!({"docker_run_ms": median(&samples[i])});
+        eprintln!("  {name} docker run --rm: {:.0} ms", median(&samples[i]));
+    }
+    result
+}
+
 fn shim_sockets() -> Vec<PathBuf> {
     fs::read_dir("/run/containerd/s").into_iter().flatten().flatten().map(|e| e.path()).collect()
 }
@@ -494,6 +525,16 @@ fn markdown(r: &Value) -> String {
     for (label, key) in [("`ctr container checkpoint --task` (CRIU)", "checkpoint_ms"), ("`ctr container restore --live` (CRIU)", "restore_ms")] {
         out.push_str(&format!("| {label} | {:.0} ms | {:.0} ms | (no CRIU) | **{:.2}×** | | |\n", number(&c["myshim"][key]), number(&c["runc"][key]), ratio("myshim", key)));
     }
+    let docker = &r["docker"];
+    let docker_ms = |name: &str| number(&docker[name]["docker_run_ms"]);
+    out.push_str(&format!(
+        "| Docker 28: `docker run --rm … true` | {:.0} ms | {:.0} ms | {:.0} ms | **{:.2}×** | {:.2}× | |\n",
+        docker_ms("myshim"),
+        docker_ms("runc"),
+        docker_ms("crun"),
+        docker_ms("myshim") / docker_ms("runc"),
+        docker_ms("crun") / docker_ms("runc")
+    ));
     let kib = |v: &Value| number(v) / 1024.0;
     out.push_str(&format!(
         "| shim RSS holding one container | {:.1} MB | {:.1} MB | (runc's shim) | **{:.2}×** | | ≤ 4 MB |\n",
