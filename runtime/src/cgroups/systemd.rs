@@ -311,19 +311,27 @@ pub fn start(unit: &Unit, id: &str, pid: u32, resources: Option<&LinuxResources>
     }
     let what = format!("start unit {}", unit.name);
     let aux: Vec<(String, Vec<Property>)> = Vec::new();
-    let job = match systemd.call::<(dbus::Path<'static>,)>(&what, "StartTransientUnit", (unit.name.as_str(), "replace", &properties, &aux)) {
+    let start_transient = || {
+        systemd.connection.with_proxy(DESTINATION, OBJECT, TIMEOUT).method_call::<(dbus::Path<'static>,), _, _, _>(
+            MANAGER,
+            "StartTransientUnit",
+            (unit.name.as_str(), "replace", &properties, &aux),
+        )
+    };
+    let unit_exists = |e: &dbus::Error| e.name() == Some("org.freedesktop.systemd1.UnitExists");
+    let job = match start_transient() {
         Ok((job,)) => job,
-        Err(e) if e.to_string().contains("UnitExists") => {
+        Err(e) if unit_exists(&e) => {
             systemd.reset_failed(&unit.name);
-            match systemd.call::<(dbus::Path<'static>,)>(&what, "StartTransientUnit", (unit.name.as_str(), "replace", &properties, &aux)) {
+            match start_transient() {
                 Ok((job,)) => job,
-                Err(e) if e.to_string().contains("UnitExists") => {
+                Err(e) if unit_exists(&e) => {
                     return Err(Error::spec("linux.cgroupsPath", format!("unit {} already exists: it is another container's", unit.name)));
                 }
-                Err(e) => return Err(e),
+                Err(e) => return Err(bus_error(&what, e)),
             }
         }
-        Err(e) => return Err(e),
+        Err(e) => return Err(bus_error(&what, e)),
     };
     match systemd.wait_for(&job, &what)?.as_str() {
         "done" => Ok(()),
