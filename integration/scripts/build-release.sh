@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 gcc_ld="$(rustc --print sysroot)/lib/rustlib/x86_64-unknown-linux-gnu/bin/gcc-ld"
 order="${MYSHIM_HOT_FUNCTIONS:-$PWD/shim/hot-functions.txt}"
-export RUSTFLAGS="-C target-feature=+crt-static -C link-arg=-B$gcc_ld -C link-arg=-fuse-ld=lld -C link-arg=-Wl,--symbol-ordering-file=$order -C link-arg=-Wl,--no-warn-symbol-ordering"
+export RUSTFLAGS="-C target-feature=+crt-static -C link-arg=-B$gcc_ld -C link-arg=-fuse-ld=lld -C link-arg=-Wl,--symbol-ordering-file=$order -C link-arg=-Wl,--no-warn-symbol-ordering -C link-arg=-Wl,-z,pack-relative-relocs"
 export LIBSECCOMP_LINK_TYPE=static LIBSECCOMP_LIB_PATH=/usr/lib/x86_64-linux-gnu
 # An explicit --target keeps build scripts and proc macros dynamic (crt-static would break them).
 cargo build --release --quiet --target x86_64-unknown-linux-gnu -p myshim-shim -p myshim-runtime -p myshim-integration --bins
