@@ -61,6 +61,21 @@ pub fn become_child_subreaper() -> io::Result<()> {
     nix::sys::prctl::set_child_subreaper(true).map_err(Into::into)
 }
 
+/// Keeps the C allocator to `arenas` arenas: glibc gives every thread that allocates an arena of its
+/// own (up to eight per CPU), and in a long-lived daemon whose short-lived worker threads allocate,
+/// each arena keeps pages resident after its thread is gone.
+pub fn limit_malloc_arenas(arenas: i32) {
+    // SAFETY: mallopt only changes the allocator's parameters; called before other threads allocate.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, arenas) };
+}
+
+/// Returns the allocator's free memory to the kernel (what a burst of work, a container's creation
+/// say, allocated and freed again would otherwise stay resident).
+pub fn release_free_memory() {
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe { libc::malloc_trim(0) };
+}
+
 /// Sends `signal` (a raw number, as containerd passes it) to `pid`.
 pub fn send_signal(pid: u32, signal: u32) -> io::Result<()> {
     let signal = Signal::try_from(signal as i32).map_err(io::Error::from)?;

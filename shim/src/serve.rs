@@ -28,6 +28,8 @@ pub fn serve(flags: &Flags) -> Result<()> {
     let listener: UnixListener = sys::take_inherited_fd(3).ok_or_else(|| anyhow!("no listening socket on fd 3"))?.into();
     listener.set_nonblocking(true).context("make the listener non-blocking")?;
     sys::become_child_subreaper().context("become a child subreaper")?;
+    // One arena for the event loop, one for the blocking pool's runtime work (see sys).
+    sys::limit_malloc_arenas(2);
     let idle_exit = Duration::from_secs(flags.idle_exit_seconds.unwrap_or(config::Config::default().idle_exit_seconds));
 
     let claim = SocketClaim::new(socket);

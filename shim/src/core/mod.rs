@@ -364,6 +364,8 @@ impl TaskCore {
             self.init_exited(&container, exit);
         }
         info!(id = %request.id, pid, "created");
+        // A creation's parsing and planning is freed by now: give it back (a pod's shim lives long).
+        myshim_runtime::sys::release_free_memory();
         Ok(pid)
     }
 
@@ -729,6 +731,7 @@ impl TaskCore {
         if removed {
             self.emit(TaskEvent::Delete { container_id: id.to_owned(), exit });
             info!(id, "deleted");
+            myshim_runtime::sys::release_free_memory();
         }
         if *self.shutdown_requested.locked() && self.try_close() {
             self.exit_now.send_replace(true);

@@ -269,15 +269,23 @@ async fn copy_input(mut from: pipe::Receiver, mut to: pipe::Sender) {
     let _ = to.shutdown().await;
 }
 
+/// The buffer an output copy starts with, and the largest it grows to: a pod's shim holds one copy per
+/// stream of every container, most of them quiet, so only a stream that fills its buffer gets more.
+const OUTPUT_BUFFER_START: usize = 4 << 10;
+const OUTPUT_BUFFER_MAX: usize = 64 << 10;
+
 /// Copies until every writer of `from` is gone (for a pty master: until the read fails with EIO once
 /// every slave is closed); dropping `to` then gives the client end-of-file.
 async fn copy_output(mut from: impl AsyncRead + Unpin, mut to: Sink, copied: Arc<AtomicU64>) {
-    let mut buffer = vec![0u8; 32 << 10];
+    let mut buffer = vec![0u8; OUTPUT_BUFFER_START];
     loop {
         let n = match from.read(&mut buffer).await {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        if n == buffer.len() && buffer.len() < OUTPUT_BUFFER_MAX {
+            buffer.resize(buffer.len() * 2, 0);
+        }
         if to.write_all(&buffer[..n]).await.is_err() {
             break;
         }
