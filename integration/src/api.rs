@@ -29,7 +29,9 @@ pub async fn unix_channel(socket: &Path) -> Result<Channel, tonic::transport::Er
     let socket: PathBuf = socket.to_owned();
     Endpoint::from_static("http://localhost")
         .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(10))
+        // Generous (kubelet allows two minutes): under the guest lane's software emulation a pod's
+        // sandbox, network included, has taken more than ten seconds on a busy host.
+        .timeout(Duration::from_secs(60))
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let socket = socket.clone();
             async move { tokio::net::UnixStream::connect(socket).await.map(TokioIo::new) }

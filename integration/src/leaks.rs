@@ -170,8 +170,9 @@ pub fn socket_of(containerd: &Containerd, group: &str) -> PathBuf {
     Path::new("/run/containerd/s").join(hex)
 }
 
-/// Shim sockets (and their records) of this instance under /run/containerd/s.
-fn shim_sockets(containerd: &Containerd) -> Vec<PathBuf> {
+/// Shim sockets (and their records) of this instance under /run/containerd/s: found by their
+/// records, or by the ids used.
+pub fn shim_sockets(containerd: &Containerd) -> Vec<PathBuf> {
     let address = containerd.socket().display().to_string();
     fs::read_dir("/run/containerd/s")
         .into_iter()

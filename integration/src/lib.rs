@@ -15,6 +15,7 @@ pub mod events;
 pub mod host;
 pub mod image;
 pub mod leaks;
+pub mod node;
 pub mod paths;
 pub mod podman;
 pub mod procfs;

@@ -8,6 +8,11 @@ pub fn usage(pid: u32) -> (usize, u64) {
     (fds, status_field(pid, "VmRSS:").unwrap_or(0))
 }
 
+/// Threads of `pid`.
+pub fn threads(pid: u32) -> u64 {
+    status_field(pid, "Threads:").unwrap_or(0)
+}
+
 /// Proportional set size (KiB) of `pid`, from `smaps_rollup`.
 pub fn pss(pid: u32) -> u64 {
     let rollup = fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use myshim_integration::cri::{self, v1, Cri};
+use myshim_integration::node::{self, cgroup_parent, parent_dirs, parent_relative, remove_parent_cgroups};
 use myshim_integration::{host, image, leaks, Containerd, Version};
 
 fn wait_for(mut condition: impl FnMut() -> bool, what: &str) {
@@ -14,43 +15,6 @@ fn wait_for(mut condition: impl FnMut() -> bool, what: &str) {
         assert!(Instant::now() < deadline, "timed out waiting for: {what}");
         std::thread::sleep(Duration::from_millis(50));
     }
-}
-
-/// The pod's cgroup parent, unique to this test run: a directory, or, under the systemd driver, a
-/// kubepods-style slice (what kubelet with `cgroupDriver: systemd` sends, and for which containerd's
-/// CRI gives containers systemd cgroups paths `slice:cri-containerd:<id>`).
-fn cgroup_parent(name: &str) -> String {
-    if host::systemd_driver() {
-        format!("kubepods-besteffort-pod{name}x{}.slice", std::process::id())
-    } else {
-        format!("/myshim-cri-{name}-{}", std::process::id())
-    }
-}
-
-/// The parent's directory below a hierarchy's root (a slice's place follows its dashes).
-fn parent_relative(parent: &str) -> String {
-    match parent.strip_suffix(".slice") {
-        Some(stem) => {
-            let parts: Vec<&str> = stem.split('-').collect();
-            (1..=parts.len()).map(|n| format!("{}.slice", parts[..n].join("-"))).collect::<Vec<_>>().join("/")
-        }
-        None => parent.trim_start_matches('/').to_owned(),
-    }
-}
-
-/// The parent's directory in every hierarchy.
-fn parent_dirs(parent: &str) -> Vec<PathBuf> {
-    let hierarchies: Vec<PathBuf> = if host::pure_v2() {
-        vec![PathBuf::from("/sys/fs/cgroup")]
-    } else {
-        ["memory", "pids", "cpu", "freezer"].iter().map(|h| PathBuf::from("/sys/fs/cgroup").join(h)).collect()
-    };
-    hierarchies.into_iter().map(|h| h.join(parent_relative(parent))).collect()
-}
-
-/// The host's pid of a CRI container (its task in containerd's `k8s.io` namespace).
-fn container_pid(c: &Containerd, id: &str) -> u32 {
-    sandbox_pid(c, id)
 }
 
 /// Nothing of the instance's pods is left: shims, container processes, mounts, cgroups below the
@@ -72,19 +36,6 @@ fn assert_pods_gone(c: &Containerd, parent: &str) {
         }
         assert!(Instant::now() < deadline, "left behind: {left:#?}");
         std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn remove_parent_cgroups(parent: &str) {
-    if parent.ends_with(".slice") {
-        let _ = std::process::Command::new("systemctl").args(["stop", parent]).output();
-        return;
-    }
-    for dir in parent_dirs(parent) {
-        let _ = fs::remove_dir(dir);
-    }
-    for hierarchy in fs::read_dir("/sys/fs/cgroup").into_iter().flatten().flatten() {
-        let _ = fs::remove_dir(hierarchy.path().join(parent.trim_start_matches('/')));
     }
 }
 
@@ -131,7 +82,7 @@ fn pod_lifecycle(version: Version) {
     let (_, limit, _) = api.exec_sync(&app, &["sh", "-c", host::MEMORY_LIMIT_INSIDE]).unwrap();
     assert_eq!(limit.trim(), (100u64 << 20).to_string());
     // The container sits below the pod's parent (in a systemd scope when the parent is a slice).
-    let group = host::process_cgroup(container_pid(&c, &app));
+    let group = host::process_cgroup(node::task_pid(&c, &app));
     assert!(group.starts_with(&format!("/{}/", parent_relative(&parent))), "{group} below {parent}");
     if host::systemd_driver() {
         assert!(group.ends_with(&format!("/cri-containerd-{app}.scope")), "{group}");
@@ -145,12 +96,6 @@ fn pod_lifecycle(version: Version) {
     assert!(api.list_pods().unwrap().is_empty(), "ListPodSandbox is empty at the end");
     assert_pods_gone(&c, &parent);
     remove_parent_cgroups(&parent);
-}
-
-/// The pause container's pid, from containerd (its task id is the pod's id).
-fn sandbox_pid(c: &Containerd, pod_id: &str) -> u32 {
-    let tasks = c.ctr(&["task", "ls"]).ok().stdout;
-    tasks.lines().find(|l| l.starts_with(pod_id)).and_then(|l| l.split_whitespace().nth(1)).and_then(|p| p.parse().ok()).expect("the sandbox task")
 }
 
 fn host_link(pid: u32, ns: &str) -> String {
@@ -168,7 +113,7 @@ fn pod_semantics(version: Version) {
     let mut pod = cri::pod_config("shared", &logs, &parent, false);
     pod.linux.as_mut().unwrap().security_context.as_mut().unwrap().namespace_options.as_mut().unwrap().pid = v1::NamespaceMode::Pod as i32;
     let pod_id = api.run_pod(&pod, "myshim").expect("RunPodSandbox");
-    let pause = sandbox_pid(&c, &pod_id);
+    let pause = node::task_pid(&c, &pod_id);
 
     let mut apps = Vec::new();
     for name in ["one", "two"] {
@@ -188,7 +133,7 @@ fn pod_semantics(version: Version) {
         assert_eq!(lines[2], host_link(pause, "uts"));
         assert_eq!(lines[3], "shared");
         assert_eq!(lines[4], "1", "the pause process is visible in the shared pid namespace: {out}");
-        let group = host::process_cgroup(container_pid(&c, app));
+        let group = host::process_cgroup(node::task_pid(&c, app));
         assert!(group.starts_with(&format!("/{}/", parent_relative(&parent))), "the pod's cgroup parent: {group}");
     }
     let shims = leaks::shim_processes(&c);
@@ -355,7 +300,7 @@ fn volumes(version: Version) {
         config.mounts = vec![volume_mount(&volume, "/ro", v1::MountPropagation::PropagationPrivate, true)];
         let rro = api.create_container(&pod_id, &config, &pod).expect("CreateContainer with a recursive read-only mount");
         api.start_container(&rro).expect("StartContainer");
-        let parent_of_pause = fs::read_to_string(format!("/proc/{}/stat", sandbox_pid(&c, &pod_id))).unwrap().split_whitespace().nth(3).unwrap().to_owned();
+        let parent_of_pause = fs::read_to_string(format!("/proc/{}/stat", node::task_pid(&c, &pod_id))).unwrap().split_whitespace().nth(3).unwrap().to_owned();
         let shims = leaks::shim_processes(&c);
         assert!(shims.iter().any(|(pid, _)| pid.to_string() == parent_of_pause), "the pod runs on myshim: {shims:?}");
         for path in ["/ro/x", "/ro/sub/x"] {
@@ -380,7 +325,7 @@ macro_rules! for_versions {
     };
 }
 
-for_versions!(pod_lifecycle, pod_semantics, host_network_pod, operator_errors, volumes);
+for_versions!(pod_lifecycle, pod_semantics, host_network_pod, operator_errors, volumes, churn);
 
 /// Kubernetes' forensic container checkpoint (kubelet's checkpoint API → CRI CheckpointContainer) on
 /// containerd 2.1: the archive holds CRIU's images and containerd's metadata, and the container keeps
@@ -413,6 +358,25 @@ fn checkpoint_container_on_containerd_2_1() {
 
     api.stop_pod(&pod_id).unwrap();
     api.remove_pod(&pod_id).unwrap();
+    assert_pods_gone(&c, &parent);
+    remove_parent_cgroups(&parent);
+}
+
+/// Pods coming and going, ten at a time, with an ExecSync into a long-lived pod each time: no
+/// failure, and nothing of a node grows (shims, containerd's view, mounts, cgroups, network
+/// namespaces, shim sockets, state files, zombies, the long-lived shim's descriptors). The benchmark
+/// runs the same for 5,000 pods.
+fn churn(version: Version) {
+    let c = Containerd::start_cri(version, "cri-churn", "");
+    let parent = cgroup_parent(&format!("churn{}", version.dir_name().replace('.', "")));
+    let logs = c.dir.join("pod-logs");
+    fs::create_dir_all(&logs).unwrap();
+    let pods = node::Pods { handler: "myshim".into(), parent: parent.clone(), logs };
+    // MYSHIM_CHURN_PODS makes it longer (the benchmark's is 5,000).
+    let total = std::env::var("MYSHIM_CHURN_PODS").ok().and_then(|n| n.parse().ok()).unwrap_or(100);
+    let report = node::churn(&c, &pods, total, 10, (total / 2).min(500));
+    assert!(report.failures.is_empty(), "{:#?}", report.failures);
+    assert!(report.growth().is_empty(), "{:#?}", report.growth());
     assert_pods_gone(&c, &parent);
     remove_parent_cgroups(&parent);
 }
