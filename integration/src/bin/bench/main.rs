@@ -2,7 +2,12 @@
 //! and reported as ratios (this VM is noisy). `integration/bench.sh` builds what it measures (a static
 //! release build) and runs this; `--smoke` (CI) runs every measurement a few times and writes nothing.
 //! Otherwise the results go into the README's performance section, `docs/bench/results.json` and
-//! `docs/bench/chart.png`. `--direct-only` runs just the shim-direct part (for profiling) and writes nothing.
+//! `docs/bench/chart.png`. `--direct-only`, `--cri-only` and `--memory-only` run just that part (for
+//! profiling) and write nothing.
+//!
+//! The shim measured is the one in `MYSHIM_BIN_DIR`; the run fails when that binary is not static, or
+//! holds more than `SHIM_RSS_TARGET_KIB` resident with one container: the measured binary is the one an
+//! operator installs (integration/scripts/install.sh), and its memory is a target the project keeps.
 //!
 //! Everything runs in a private mount namespace without the hybrid unified cgroup mount, which crun
 //! refuses, and with bundles and containerd's state on a tmpfs as under a node's `/run`: containerd,
@@ -22,6 +27,9 @@ use myshim_integration::{bundle, image, paths, procfs, Containerd, Version};
 use serde_json::{json, Value};
 
 const CRUN: &str = "/opt/myshim/crun/bin/crun";
+
+/// The shim's resident memory holding one container, at most (the README's target).
+const SHIM_RSS_TARGET_KIB: u64 = 4096;
 
 /// How many times each measurement runs.
 struct Counts {
@@ -90,6 +98,7 @@ fn main() {
     let smoke = std::env::args().any(|a| a == "--smoke");
     let direct_only = std::env::args().any(|a| a == "--direct-only");
     let cri_only = std::env::args().any(|a| a == "--cri-only");
+    let memory_only = std::env::args().any(|a| a == "--memory-only");
     enter_private_mount_namespace();
     let counts = if smoke { Counts::smoke() } else { Counts::full() };
     if direct_only {
@@ -98,6 +107,15 @@ fn main() {
     }
     if cri_only {
         println!("{}", serde_json::to_string_pretty(&cri::run(&counts)).unwrap());
+        return;
+    }
+    if memory_only {
+        let c = Containerd::start(Version::V2_1, "bench-memory");
+        let mut result = json!({});
+        shim_memory(&c, &runtimes()[..2], &mut result);
+        c.assert_no_leftovers();
+        println!("{}", serde_json::to_string_pretty(&result).unwrap());
+        check_the_installed_shim(&result);
         return;
     }
     let mut results = json!({
@@ -120,6 +138,7 @@ fn main() {
     results["protocols"] = protocols_through_containerd_1_7(&counts);
     let table = markdown(&results);
     println!("{table}");
+    check_the_installed_shim(&results["containerd"]);
     if smoke {
         return;
     }
@@ -422,7 +441,29 @@ fn through_containerd(counts: &Counts) -> Value {
         eprintln!("  {} checkpoint: {:.0} ms, live restore: {:.0} ms", r.name, median(&checkpoints[i]), median(&restores[i]));
     }
 
-    // The shim's memory with one container, and with ten in one group (a pod).
+    shim_memory(&c, &runtimes, &mut result);
+    c.assert_no_leftovers();
+    result
+}
+
+/// Fails the run when the shim measured is not what an operator should install: a static binary
+/// within the memory target.
+fn check_the_installed_shim(memory: &Value) {
+    let shim = paths::shim_binary();
+    let headers = Command::new("readelf").args(["--program-headers", "--wide"]).arg(&shim).output().expect("run readelf");
+    assert!(headers.status.success(), "readelf {}: {}", shim.display(), String::from_utf8_lossy(&headers.stderr));
+    assert!(
+        !String::from_utf8_lossy(&headers.stdout).contains("INTERP"),
+        "{} is dynamically linked: measure the static release build (integration/scripts/build-release.sh)",
+        shim.display()
+    );
+    let rss = memory["myshim"]["shim_rss_kib"].as_u64().expect("the shim's RSS was measured");
+    assert!(rss <= SHIM_RSS_TARGET_KIB, "{}: {rss} KiB resident holding one container, above the {SHIM_RSS_TARGET_KIB} KiB target", shim.display());
+    eprintln!("  {}: static, {rss} KiB resident holding one container (target {SHIM_RSS_TARGET_KIB} KiB)", shim.display());
+}
+
+/// The shim's memory with one container, and with ten in one group (a pod), into `result[runtime]`.
+fn shim_memory(c: &Containerd, runtimes: &[Runtime], result: &mut Value) {
     for r in runtimes.iter().filter(|r| r.name != "crun") {
         let group = format!("io.containerd.runc.v2.group=pod-{}", r.name);
         let ids: Vec<String> = (0..10).map(|k| format!("mem-{}-{k}", r.name)).collect();
@@ -448,8 +489,6 @@ fn through_containerd(counts: &Counts) -> Value {
             c.remove(id);
         }
     }
-    c.assert_no_leftovers();
-    result
 }
 
 /// `docker run --rm … true` through dockerd on containerd 2.1: myshim (its runtime type), runc (Docker's
@@ -593,6 +632,7 @@ fn markdown(r: &Value) -> String {
     cri_table.push_str(&k_row("ExecSync p50", "exec_sync_p50_ms", "ms", 1.0, "≤ 0.25×"));
     cri_table.push_str(&k_row("pod stop + remove p50", "pod_remove_p50_ms", "ms", 1.0, ""));
     cri_table.push_str(&k_row(&format!("{density} pods: PSS of the shims and everything under them"), "density_pss_kib", "MB", 1.0 / 1024.0, "≤ 0.15×"));
+    cri_table.push_str(&k_row(&format!("{density} pods: PSS of the shims alone"), "density_shims_pss_kib", "MB", 1.0 / 1024.0, ""));
     cri_table.push_str(&k_row(&format!("{density} pods: start all, ten at a time"), "density_start_all_s", "s", 1.0, ""));
     cri_table.push_str(&k_row(&format!("{density} pods: tear all down, ten at a time"), "density_teardown_s", "s", 1.0, ""));
     let churn = &k["churn"];
