@@ -39,7 +39,7 @@ accel=${MYSHIM_GUEST_ACCEL:-tcg,thread=multi}
 # markedly faster (a third less time for the same suites here).
 cpu=${MYSHIM_GUEST_CPU:-qemu64}
 [[ $accel == kvm* ]] && cpu=host
-timeout_seconds=${MYSHIM_GUEST_TIMEOUT:-1800}
+timeout_seconds=${MYSHIM_GUEST_TIMEOUT:-2400}
 started=$(date +%s)
 qemu-system-x86_64 -accel "$accel" -cpu "$cpu" -smp 2 -m 4096 -nographic -no-reboot -nic none \
   -kernel "$image/vmlinuz" -initrd "$image/initrd.img" \

@@ -404,9 +404,20 @@ impl CriuFlags {
 }
 
 /// runc's example bundle (`runc spec`): `sh` on a terminal, three capabilities (ambient too, as runc
-/// has them, which only warns: they are not inheritable), the usual mounts and namespaces; rootless,
-/// a user namespace mapping root to the caller and the host's /sys bound instead of a new sysfs.
+/// has them, which only warns: they are not inheritable), the usual mounts and namespaces (a cgroup
+/// namespace too where /sys/fs/cgroup is cgroup v2); rootless, a user namespace mapping root to the
+/// caller and the host's /sys bound instead of a new sysfs.
 fn default_spec(rootless: bool) -> serde_json::Value {
+    let mut namespaces = vec!["pid", "network", "ipc", "uts", "mount"];
+    let cgroup_v2 = myshim_runtime::cgroups::hierarchies().iter().any(|h| h.unified && h.mount_point == Path::new("/sys/fs/cgroup"));
+    if cgroup_v2 {
+        namespaces.push("cgroup");
+    }
+    if rootless {
+        namespaces.retain(|ns| *ns != "network");
+        namespaces.push("user");
+    }
+    let namespaces: Vec<serde_json::Value> = namespaces.into_iter().map(|ns| serde_json::json!({"type": ns})).collect();
     let caps = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"];
     let mut spec = serde_json::json!({
         "ociVersion": myshim_runtime::features::OCI_VERSION_MAX,
@@ -433,7 +444,7 @@ fn default_spec(rootless: bool) -> serde_json::Value {
         ],
         "linux": {
             "resources": {"devices": [{"allow": false, "access": "rwm"}]},
-            "namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}],
+            "namespaces": namespaces,
             "maskedPaths": ["/proc/acpi", "/proc/asound", "/proc/kcore", "/proc/keys", "/proc/latency_stats", "/proc/timer_list", "/proc/timer_stats", "/proc/sched_debug", "/sys/firmware", "/proc/scsi"],
             "readonlyPaths": ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"]
         }
@@ -445,7 +456,6 @@ fn default_spec(rootless: bool) -> serde_json::Value {
         let linux = &mut spec["linux"];
         linux["uidMappings"] = serde_json::json!([{"containerID": 0, "hostID": uid, "size": 1}]);
         linux["gidMappings"] = serde_json::json!([{"containerID": 0, "hostID": gid, "size": 1}]);
-        linux["namespaces"] = serde_json::json!([{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}, {"type": "user"}]);
         linux.as_object_mut().map(|l| l.remove("resources"));
         spec["mounts"][2]["options"] = serde_json::json!(["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620"]);
         spec["mounts"][5] = serde_json::json!({"destination": "/sys", "type": "none", "source": "/sys", "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]});
