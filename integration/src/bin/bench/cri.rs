@@ -113,6 +113,12 @@ pub fn run(counts: &Counts) -> Value {
     // Churn, myshim's.
     let report = node::churn(&c, &pods["myshim"], counts.churn, 10, counts.churn_check);
     let growth = report.growth();
+    if !report.failures.is_empty() {
+        // Outside the private tmpfs, for whoever looks into the failures.
+        let kept = std::path::Path::new("/var/tmp/myshim-bench-churn-containerd.log");
+        fs::write(kept, c.log()).unwrap();
+        eprintln!("  churn failures: {:#?}; containerd's log kept in {}", report.failures, kept.display());
+    }
     let witness: Vec<Value> = std::iter::once(&report.baseline).chain(&report.checks).map(|c| json!({"done": c.done, "fds": c.witness_fds, "pss_kib": c.witness_pss_kib, "containerd_fds": c.census.containerd_fds})).collect();
     result["churn"] = json!({
         "lifecycles": counts.churn,
