@@ -525,6 +525,12 @@ impl OomWatch {
             }
         }
     }
+
+    /// At the end of the watch: whether a kill happened that no notification was read for. Only v2
+    /// can tell, by its count of kills; on v1 this is always false.
+    pub fn unreported_kill(&mut self) -> bool {
+        self.memory_events.is_some() && self.fired()
+    }
 }
 
 /// Writes `value` to the interface file `file` of the group at `dir`.

@@ -59,7 +59,9 @@ pub struct Container {
     runtime: RuntimeHandle,
     /// The init's exit, held back until every exec's exit is published.
     held_init_exit: Mutex<Option<Exit>>,
-    oom_watch: Mutex<Option<JoinHandle<()>>>,
+    /// The task that turns the memory controller's OOM notifications into events, and the watch it
+    /// reads (Delete looks at it a last time: a notification still unread must not be lost).
+    oom_watch: Mutex<Option<(JoinHandle<()>, Arc<Mutex<myshim_runtime::cgroups::OomWatch>>)>>,
     /// For a container created from a checkpoint: what Start restores it from.
     restore: Mutex<Option<PendingRestore>>,
 }
@@ -432,6 +434,13 @@ impl TaskCore {
         if let Err(status) = process.begin_start() {
             return Err(TaskError::precondition(format!("{} cannot be started: it is {status:?}", describe(id, exec_id)).to_lowercase()));
         }
+        // The init's OOM watch starts before it runs: one set up after it would miss a process that
+        // runs out of memory at once (its baseline count would include the kill). A container being
+        // restored from a checkpoint has no cgroup until the restore made it.
+        let restoring = process.exec_id.is_none() && container.restore.locked().is_some();
+        if process.exec_id.is_none() && !restoring {
+            self.watch_oom(&container).await;
+        }
         let result = if process.exec_id.is_none() { self.start_init(&container).await } else { self.start_exec(&container, &process).await };
         let parked = process.finish_start(result.is_ok());
         let pid = process.pid();
@@ -448,7 +457,7 @@ impl TaskCore {
             self.release_held_init_exit(&container);
         }
         result?;
-        if process.exec_id.is_none() {
+        if restoring {
             self.watch_oom(&container).await;
         }
         Ok(pid)
@@ -599,20 +608,21 @@ impl TaskCore {
         };
         let events = self.events.clone();
         let id = container.id.clone();
+        let Ok(fd) = watch.fd.try_clone() else { return };
+        let watch = Arc::new(Mutex::new(watch));
+        let shared = watch.clone();
         let task = tokio::spawn(async move {
-            let mut watch = watch;
             // An eventfd or inotify descriptor reads like a pipe: some bytes whenever it fires.
-            let Ok(fd) = watch.fd.try_clone() else { return };
             let Ok(mut notifications) = tokio::net::unix::pipe::Receiver::from_owned_fd_unchecked(fd) else { return };
             let mut buffer = [0u8; 4096];
             while matches!(notifications.read(&mut buffer).await, Ok(n) if n > 0) {
-                if watch.fired() {
+                if shared.locked().fired() {
                     info!(id = %id, "out of memory");
                     events.push(TaskEvent::Oom { container_id: id.clone() });
                 }
             }
         });
-        *container.oom_watch.locked() = Some(task);
+        *container.oom_watch.locked() = Some((task, watch));
     }
 
     /// Called by the reaper for every exited child.
@@ -708,8 +718,14 @@ impl TaskCore {
             other => return Err(TaskError::precondition(format!("container {id} must be stopped before deletion: it is {other:?}").to_lowercase())),
         }
         let exit = process.wait().await;
-        if let Some(task) = container.oom_watch.locked().take() {
+        let oom_watch = container.oom_watch.locked().take();
+        if let Some((task, watch)) = oom_watch {
             task.abort();
+            // A kill the task had no turn to read yet (the exit and this Delete came first).
+            if watch.locked().unreported_kill() {
+                info!(id, "out of memory");
+                self.emit(TaskEvent::Oom { container_id: id.to_owned() });
+            }
         }
         close_io(&process, true).await;
         let execs: Vec<Arc<Process>> = container.execs.locked().drain().map(|(_, p)| p).collect();
