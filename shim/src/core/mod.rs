@@ -654,11 +654,23 @@ impl TaskCore {
     fn init_exited(&self, container: &Arc<Container>, exit: Exit) {
         info!(id = %container.id, pid = exit.pid, status = exit.status, "exited");
         let ExitOutcome::Recorded(exit) = container.init.record_exit(exit) else { return };
+        // A kill the OOM task has not read yet is reported now, ahead of the exit: under the systemd
+        // driver the scope's cgroup, and its count of kills, go soon after its last process.
+        self.report_unread_oom_kill(container);
         self.kill_leftovers(container);
         if container.has_live_execs() {
             *container.held_init_exit.locked() = Some(exit);
         } else {
             self.publish_exit(container, &container.init, exit);
+        }
+    }
+
+    /// Reports an OOM kill the watch task had no turn to read yet.
+    fn report_unread_oom_kill(&self, container: &Container) {
+        let watch = container.oom_watch.locked().as_ref().map(|(_, watch)| watch.clone());
+        if watch.is_some_and(|watch| watch.locked().unreported_kill()) {
+            info!(id = %container.id, "out of memory");
+            self.emit(TaskEvent::Oom { container_id: container.id.clone() });
         }
     }
 
@@ -718,14 +730,9 @@ impl TaskCore {
             other => return Err(TaskError::precondition(format!("container {id} must be stopped before deletion: it is {other:?}").to_lowercase())),
         }
         let exit = process.wait().await;
-        let oom_watch = container.oom_watch.locked().take();
-        if let Some((task, watch)) = oom_watch {
+        self.report_unread_oom_kill(&container);
+        if let Some((task, _)) = container.oom_watch.locked().take() {
             task.abort();
-            // A kill the task had no turn to read yet (the exit and this Delete came first).
-            if watch.locked().unreported_kill() {
-                info!(id, "out of memory");
-                self.emit(TaskEvent::Oom { container_id: id.to_owned() });
-            }
         }
         close_io(&process, true).await;
         let execs: Vec<Arc<Process>> = container.execs.locked().drain().map(|(_, p)| p).collect();
