@@ -244,7 +244,7 @@ impl Containerd {
 
     /// Stops containerd (SIGTERM, then SIGKILL) and waits for it.
     pub fn stop(&mut self) {
-        stop_process(&mut self.process);
+        stop_process(&mut self.process, Duration::from_secs(10));
     }
 
     /// Kills containerd with SIGKILL (no chance to clean up) and waits for it.
@@ -299,9 +299,10 @@ fn spawn(version: Version, dir: &Path, netns: Option<&str>) -> Child {
         .unwrap_or_else(|e| panic!("start containerd {}: {e} (did integration/setup.sh run?)", version.dir_name()))
 }
 
-fn stop_process(child: &mut Child) {
+/// Stops a daemon the tests started: SIGTERM, and SIGKILL if it is still there after `grace`.
+pub(crate) fn stop_process(child: &mut Child, grace: Duration) {
     leaks::signal(child.id(), nix::sys::signal::Signal::SIGTERM);
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + grace;
     while Instant::now() < deadline {
         if let Ok(Some(_)) = child.try_wait() {
             return;
@@ -314,7 +315,7 @@ fn stop_process(child: &mut Child) {
 
 impl Drop for Containerd {
     fn drop(&mut self) {
-        stop_process(&mut self.process);
+        stop_process(&mut self.process, Duration::from_secs(10));
         leaks::clean_up(self);
         if std::thread::panicking() {
             let log = self.log();

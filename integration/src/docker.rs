@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::containerd::{CliOutput, Containerd};
+use crate::containerd::{stop_process, CliOutput, Containerd};
 use crate::{bundle, leaks, paths};
 
 /// The image the Docker tests run: the busybox root filesystem, imported.
@@ -104,7 +104,7 @@ impl Docker {
 
     /// Stops dockerd (SIGTERM, then SIGKILL) and waits for it; containers stay under live restore.
     pub fn stop(&mut self) {
-        stop_process(&mut self.process);
+        stop_process(&mut self.process, Duration::from_secs(20));
     }
 
     /// Starts dockerd again on the same directories (after [`Docker::stop`]).
@@ -143,19 +143,6 @@ fn spawn(dir: &Path, netns: &str, containerd: &Containerd, namespace: &str, cgro
         .expect("start dockerd (did integration/setup.sh run?)")
 }
 
-fn stop_process(child: &mut Child) {
-    leaks::signal(child.id(), nix::sys::signal::Signal::SIGTERM);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
 impl Drop for Docker {
     fn drop(&mut self) {
         // Containers first (with dockerd still there to remove them), then dockerd, then what is
@@ -164,7 +151,7 @@ impl Drop for Docker {
         for id in ids.lines().filter(|l| !l.is_empty()) {
             let _ = self.docker(&["rm", "-f", id]);
         }
-        stop_process(&mut self.process);
+        stop_process(&mut self.process, Duration::from_secs(20));
         if std::thread::panicking() {
             let log = self.log();
             let tail: Vec<&str> = log.lines().rev().take(40).collect();
