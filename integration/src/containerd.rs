@@ -42,6 +42,9 @@ pub struct Containerd {
     pub netns: Option<String>,
 }
 
+/// How long a test waits for one call of a command-line client before it fails the test.
+pub const CLIENT_LIMIT: Duration = Duration::from_secs(300);
+
 /// The result of a command-line client's call (`ctr`, `docker`, `podman`).
 pub struct CliOutput {
     pub code: i32,
@@ -56,6 +59,53 @@ impl CliOutput {
             stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
         }
+    }
+
+    /// Runs a client to its end, but for at most `limit`: a client that hangs (a `docker wait` for an
+    /// event that never comes) is killed and fails its test with what it printed, instead of
+    /// holding up every test after it. Code -1 and a note in `stderr` mark a client that ran out.
+    pub fn run(mut command: Command, limit: Duration) -> CliOutput {
+        use std::io::Read;
+        use std::os::unix::process::CommandExt;
+        let description = format!("{command:?}");
+        // A group of its own, so that running out kills whatever the client started as well.
+        let mut child = command
+            .process_group(0)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("run {description}: {e}"));
+        let read_all = |mut pipe: Box<dyn Read + Send>| {
+            let (sender, receiver) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                let mut bytes = Vec::new();
+                let _ = pipe.read_to_end(&mut bytes);
+                let _ = sender.send(bytes);
+            });
+            receiver
+        };
+        let stdout = read_all(Box::new(child.stdout.take().unwrap()));
+        let stderr = read_all(Box::new(child.stderr.take().unwrap()));
+        let deadline = Instant::now() + limit;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break Some(status),
+                _ if Instant::now() >= deadline => {
+                    leaks::signal_group(child.id(), nix::sys::signal::Signal::SIGKILL);
+                    let _ = child.wait();
+                    break None;
+                }
+                _ => std::thread::sleep(Duration::from_millis(10)),
+            }
+        };
+        let collect = |receiver: std::sync::mpsc::Receiver<Vec<u8>>| {
+            String::from_utf8_lossy(&receiver.recv_timeout(Duration::from_secs(5)).unwrap_or_default()).into_owned()
+        };
+        let mut output = CliOutput { code: status.and_then(|s| s.code()).unwrap_or(-1), stdout: collect(stdout), stderr: collect(stderr) };
+        if status.is_none() {
+            output.stderr.push_str(&format!("\n(killed: still running after {limit:?}: {description})"));
+        }
+        output
     }
 
     /// Panics with the whole output unless the command exited 0.
@@ -145,7 +195,7 @@ impl Containerd {
 
     /// Runs `ctr` of this version against this instance, in its namespace.
     pub fn ctr(&self, args: &[&str]) -> CliOutput {
-        CliOutput::from(self.ctr_command(args).output().expect("run ctr"))
+        CliOutput::run(self.ctr_command(args), CLIENT_LIMIT)
     }
 
     pub fn ctr_command(&self, args: &[&str]) -> Command {
@@ -441,4 +491,24 @@ disabled_plugins = [{disabled_plugins}]
   path = "{d}/opt"
 "#
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_that_hangs_is_killed_at_its_limit() {
+        let started = Instant::now();
+        let mut command = Command::new("sh");
+        command.args(["-c", "echo begun; sleep 30"]);
+        let out = CliOutput::run(command, Duration::from_millis(300));
+        assert!(started.elapsed() < Duration::from_secs(10), "took {:?}", started.elapsed());
+        assert_eq!(out.code, -1);
+        assert_eq!(out.stdout, "begun\n");
+        assert!(out.stderr.contains("still running after"), "{}", out.stderr);
+
+        let out = CliOutput::run(Command::new("true"), Duration::from_secs(30));
+        assert_eq!((out.code, out.stderr.as_str()), (0, ""));
+    }
 }

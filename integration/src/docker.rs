@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::containerd::{stop_process, CliOutput, Containerd};
+use crate::containerd::{stop_process, CliOutput, Containerd, CLIENT_LIMIT};
 use crate::{bundle, leaks, paths};
 
 /// The image the Docker tests run: the busybox root filesystem, imported.
@@ -69,7 +69,7 @@ impl Docker {
     }
 
     pub fn docker(&self, args: &[&str]) -> CliOutput {
-        CliOutput::from(self.command(args).output().expect("run docker"))
+        CliOutput::run(self.command(args), CLIENT_LIMIT)
     }
 
     /// A command run in dockerd's network namespace (to reach a published port).

@@ -71,6 +71,11 @@ pub fn signal(pid: u32, signal: nix::sys::signal::Signal) {
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal);
 }
 
+/// Signals the process group `leader` leads (a client the tests started in a group of its own).
+pub fn signal_group(leader: u32, signal: nix::sys::signal::Signal) {
+    let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(leader as i32), signal);
+}
+
 /// Shim daemons started for this instance (their command line names its socket).
 pub fn shim_processes(containerd: &Containerd) -> Vec<(u32, String)> {
     shims_of_address(&containerd.socket().display().to_string())

@@ -6,7 +6,7 @@ use std::fs;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
-use crate::containerd::CliOutput;
+use crate::containerd::{CliOutput, CLIENT_LIMIT};
 use crate::{bundle, leaks, paths};
 
 /// The image the Podman tests run: the busybox root filesystem, imported.
@@ -51,7 +51,7 @@ impl Podman {
     }
 
     pub fn podman(&self, args: &[&str]) -> CliOutput {
-        CliOutput::from(self.command(args).output().expect("run podman"))
+        CliOutput::run(self.command(args), CLIENT_LIMIT)
     }
 
     /// `podman run` with what every test's container needs here: no network, a cgroup below the
