@@ -2,6 +2,7 @@
 //! pods started and removed, below a cgroup parent of the test's own; a census of everything the node
 //! holds for its pods, to tell leftovers and growth from churn; and the churn itself.
 
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -212,6 +213,20 @@ impl ChurnReport {
     }
 }
 
+/// An ExecSync of `true` that takes longer than this is looked into (see [`procfs::holders_of_pipes`]).
+const SLOW_EXEC: Duration = Duration::from_secs(10);
+
+/// Runs `f` when dropped (a worker's way out, whichever it takes).
+fn defer<F: FnMut()>(f: F) -> impl Drop {
+    struct Deferred<F: FnMut()>(F);
+    impl<F: FnMut()> Drop for Deferred<F> {
+        fn drop(&mut self) {
+            (self.0)()
+        }
+    }
+    Deferred(f)
+}
+
 /// `total` pod lifecycles (start, an ExecSync into the witness pod, remove) by `concurrency` workers,
 /// stopping every `check_every` to take a census with only the witness pod running.
 pub fn churn(c: &Containerd, pods: &Pods, total: usize, concurrency: usize, check_every: usize) -> ChurnReport {
@@ -239,10 +254,28 @@ pub fn churn(c: &Containerd, pods: &Pods, total: usize, concurrency: usize, chec
     while done < total {
         let batch = check_every.min(total - done);
         let next = AtomicUsize::new(0);
+        // ExecSyncs into the witness in flight, by worker: one that takes too long gets the holders
+        // of its shim's pipes written down while it still hangs.
+        let in_flight: Mutex<HashMap<usize, (String, Instant)>> = Mutex::default();
+        let workers_left = AtomicUsize::new(concurrency);
         std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let mut looked_into = HashSet::new();
+                while workers_left.load(Ordering::SeqCst) > 0 {
+                    std::thread::sleep(Duration::from_millis(500));
+                    let slow: Vec<String> = in_flight.lock().unwrap().values().filter(|(_, since)| since.elapsed() > SLOW_EXEC).map(|(name, _)| name.clone()).collect();
+                    for name in slow.into_iter().filter(|n| looked_into.insert(n.clone())) {
+                        let holders = procfs::holders_of_pipes(witness.shim).join("\n  ");
+                        failures.lock().unwrap().push(format!("{name}: ExecSync still running after {SLOW_EXEC:?}; the witness's shim:\n  {holders}"));
+                    }
+                }
+            });
             for worker in 0..concurrency {
-                let (next, failures, witness) = (&next, &failures, &witness);
+                let (next, failures, witness, in_flight, workers_left) = (&next, &failures, &witness, &in_flight, &workers_left);
                 scope.spawn(move || {
+                    let _leaving = defer(|| {
+                        workers_left.fetch_sub(1, Ordering::SeqCst);
+                    });
                     let api = Cri::connect(&c.socket());
                     loop {
                         let n = next.fetch_add(1, Ordering::SeqCst);
@@ -253,7 +286,9 @@ pub fn churn(c: &Containerd, pods: &Pods, total: usize, concurrency: usize, chec
                         let lifecycle = Instant::now();
                         let step = |what: &str, e: tonic::Status| format!("{name}: {what} after {:?}: {}", lifecycle.elapsed(), e.message());
                         let result = pods.start(&api, &name).map_err(|e| step("start", e)).and_then(|pod| {
+                            in_flight.lock().unwrap().insert(worker, (name.clone(), Instant::now()));
                             let exec = api.exec_sync(&witness.pod.container, &["true"]).map_err(|e| step("ExecSync into the long-lived pod", e));
+                            in_flight.lock().unwrap().remove(&worker);
                             pods.remove(&api, &pod).map_err(|e| step("stop and remove", e))?;
                             exec.map(drop)
                         });

@@ -43,3 +43,39 @@ pub fn zombie_children(parent: u32) -> Vec<u32> {
 pub fn alive(pid: u32) -> bool {
     fs::read_to_string(format!("/proc/{pid}/status")).is_ok_and(|s| !s.contains("State:\tZ"))
 }
+
+/// Descriptors of `pid` that are pipes or fifos: (descriptor, what it links to).
+fn pipes_and_fifos(pid: u32) -> Vec<(String, String)> {
+    use std::os::unix::fs::FileTypeExt;
+    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/fd")) else { return Vec::new() };
+    dir.flatten()
+        .filter_map(|entry| {
+            let link = fs::read_link(entry.path()).ok()?.display().to_string();
+            let is_fifo = link.starts_with("pipe:") || fs::metadata(entry.path()).is_ok_and(|m| m.file_type().is_fifo());
+            is_fifo.then(|| (entry.file_name().to_string_lossy().into_owned(), link))
+        })
+        .collect()
+}
+
+/// For a process whose output copy waits for an end-of-file that does not come: its pipes and fifos,
+/// every other process that has one of them open too, and its children. One line each.
+pub fn holders_of_pipes(pid: u32) -> Vec<String> {
+    let own = pipes_and_fifos(pid);
+    let mut lines: Vec<String> = own.iter().map(|(fd, link)| format!("{pid} fd {fd} → {link}")).collect();
+    let comm = |p: u32| fs::read_to_string(format!("/proc/{p}/comm")).unwrap_or_default().trim().to_owned();
+    let cmdline = |p: u32| fs::read_to_string(format!("/proc/{p}/cmdline")).unwrap_or_default().replace('\0', " ");
+    let pids: Vec<u32> = fs::read_dir("/proc").into_iter().flatten().flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect();
+    for other in pids.iter().copied().filter(|&p| p != pid) {
+        for (fd, link) in pipes_and_fifos(other) {
+            if own.iter().any(|(_, l)| *l == link) {
+                lines.push(format!("held by {other} ({}) fd {fd} → {link}: {}", comm(other), cmdline(other)));
+            }
+        }
+        let status = fs::read_to_string(format!("/proc/{other}/status")).unwrap_or_default();
+        if status.lines().any(|l| l == format!("PPid:\t{pid}")) {
+            let state = status.lines().find(|l| l.starts_with("State:")).unwrap_or_default().to_owned();
+            lines.push(format!("child {other} ({}) {state}: {}", comm(other), cmdline(other)));
+        }
+    }
+    lines
+}

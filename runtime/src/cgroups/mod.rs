@@ -454,13 +454,13 @@ impl Cgroup {
     /// tells whether it did. None without a memory controller.
     pub fn oom_watch(&self) -> Result<Option<OomWatch>> {
         if let Some(dir) = self.dir_of("memory") {
-            return Ok(Some(OomWatch { fd: v1::oom_eventfd(dir)?, memory_events: None }));
+            return Ok(Some(OomWatch { fd: v1::oom_eventfd(dir)?, kill_count: None }));
         }
         match self.unified_dir().filter(|d| d.hierarchy.has("memory")) {
             Some(d) => {
                 let events = d.dir.join("memory.events");
                 let fd = crate::sys::watch_modifications(&events).context(|| format!("watch {}", events.display()))?;
-                Ok(Some(OomWatch { fd, memory_events: Some((events, v2::oom_kills(&d.dir))) }))
+                Ok(Some(OomWatch { fd, kill_count: Some(KillCount::new(&d.dir)) }))
             }
             None => Ok(None),
         }
@@ -504,32 +504,86 @@ impl Cgroup {
 }
 
 /// Watching a group for OOM kills: a v1 eventfd on `memory.oom_control`, or an inotify watch on v2's
-/// `memory.events` with the last `oom_kill` count seen.
+/// `memory.events` with the count of kills seen.
 pub struct OomWatch {
     pub fd: std::os::fd::OwnedFd,
-    memory_events: Option<(PathBuf, u64)>,
+    kill_count: Option<KillCount>,
 }
 
 impl OomWatch {
     /// After the descriptor was readable (and drained): whether a new OOM kill happened. On v1 every
-    /// notification is one, unless the group is gone; on v2 the `oom_kill` count must have grown.
+    /// notification is one; on v2 the `oom_kill` count must have grown.
     pub fn fired(&mut self) -> bool {
-        match &mut self.memory_events {
-            None => true,
-            Some((path, last)) => {
-                let dir = path.parent().unwrap_or(Path::new("/"));
-                let now = v2::oom_kills(dir);
-                let grew = now > *last;
-                *last = now;
-                grew
-            }
-        }
+        self.kill_count.as_mut().is_none_or(KillCount::grew)
     }
 
-    /// At the end of the watch: whether a kill happened that no notification was read for. Only v2
-    /// can tell, by its count of kills; on v1 this is always false.
-    pub fn unreported_kill(&mut self) -> bool {
-        self.memory_events.is_some() && self.fired()
+    /// A look at the count outside a notification (before the caller signals the container itself,
+    /// so that a kill it causes is never taken for one of the kernel's): whether it grew. v2 only.
+    pub fn look(&mut self) -> bool {
+        self.kill_count.as_mut().is_some_and(KillCount::grew)
+    }
+
+    /// Once the container's init has exited: whether a kill happened that no notification was read
+    /// for. Only v2 can tell; on v1 this is always false.
+    ///
+    /// Under the systemd driver the group is usually gone by then: systemd stops the scope, and
+    /// removes its directory with the count, as soon as the last process has died (measured in the
+    /// systemd guest: gone before the reaper's next read in 20 runs of 20), while the kernel's
+    /// notification of the kill may be held back (it sends at most one per file every 20 ms). The
+    /// parent's count, which includes its children's kills, outlives the group: when it grew since
+    /// the group was last seen and the init died of SIGKILL (the caller tells), the kernel killed
+    /// it. A sibling's kill in that same window would be taken for this group's; the window is
+    /// short, as every notification and every [`OomWatch::look`] (the shim looks before it sends a
+    /// signal) starts it anew.
+    pub fn unreported_kill(&mut self, init_died_of_sigkill: bool) -> bool {
+        match &mut self.kill_count {
+            None => false,
+            Some(count) if count.group_is_there() => count.grew(),
+            Some(count) => init_died_of_sigkill && count.parent_grew(),
+        }
+    }
+}
+
+/// v2's counts of OOM kills: the group's, and its parent's taken just before it.
+struct KillCount {
+    group: PathBuf,
+    seen: u64,
+    parent: Option<PathBuf>,
+    parent_seen: u64,
+}
+
+impl KillCount {
+    fn new(group: &Path) -> KillCount {
+        let parent = group.parent().filter(|p| p.join("memory.events").exists()).map(Path::to_path_buf);
+        let mut count = KillCount { group: group.to_path_buf(), seen: 0, parent, parent_seen: 0 };
+        count.grew();
+        count
+    }
+
+    fn group_is_there(&self) -> bool {
+        self.group.join("memory.events").exists()
+    }
+
+    /// Whether the group's count grew since the last look; false once the group is gone. The parent
+    /// is read first: a kill between the two reads then shows in the group's count, never in the
+    /// parent's alone.
+    fn grew(&mut self) -> bool {
+        let parent_now = self.parent.as_deref().and_then(v2::oom_kills);
+        let Some(now) = v2::oom_kills(&self.group) else { return false };
+        if let Some(parent_now) = parent_now {
+            self.parent_seen = parent_now;
+        }
+        let grew = now > self.seen;
+        self.seen = now;
+        grew
+    }
+
+    /// Whether the parent's count grew since the group was last seen.
+    fn parent_grew(&mut self) -> bool {
+        let Some(now) = self.parent.as_deref().and_then(v2::oom_kills) else { return false };
+        let grew = now > self.parent_seen;
+        self.parent_seen = now;
+        grew
     }
 }
 
@@ -712,5 +766,34 @@ mod tests {
         assert!(normalise("/a/../../etc").is_err());
         assert!(normalise("/").is_err());
         assert!(normalise("system.slice:docker:c1").unwrap_err().to_string().contains("systemd"));
+    }
+
+    /// The parent's count stands in for a group that is gone (a stopped systemd scope), for kills
+    /// after the group was last seen only, and only for an init that died of SIGKILL.
+    #[test]
+    fn a_kill_is_found_in_the_parent_once_the_group_is_gone() {
+        let parent = std::env::temp_dir().join(format!("myshim-fake-parent-{}", std::process::id()));
+        let group = parent.join("myshim-c1.scope");
+        let events = |dir: &Path, kills: u32| fs::write(dir.join("memory.events"), format!("max 4\noom 1\noom_kill {kills}\n")).unwrap();
+        fs::create_dir_all(&group).unwrap();
+        events(&parent, 5);
+        events(&group, 0);
+        let mut count = KillCount::new(&group);
+        assert!(!count.grew());
+
+        // A sibling's kill, then a look (the shim signals the container): not this group's.
+        events(&parent, 6);
+        assert!(!count.grew());
+        // The group is gone (its scope stopped), and no kill was counted since the last look.
+        fs::remove_dir_all(&group).unwrap();
+        let mut watch = OomWatch { fd: fs::File::open(&parent).unwrap().into(), kill_count: Some(count) };
+        assert!(!watch.unreported_kill(true));
+        // A kill after the last look, for an init that died of SIGKILL: the kernel's.
+        events(&parent, 7);
+        assert!(!watch.unreported_kill(false), "an init that exited on its own was not OOM-killed");
+        events(&parent, 8);
+        assert!(watch.unreported_kill(true));
+        assert!(!watch.unreported_kill(true), "reported once");
+        fs::remove_dir_all(&parent).unwrap();
     }
 }

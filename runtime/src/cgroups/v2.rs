@@ -176,8 +176,11 @@ pub fn set_frozen(dir: &Path, frozen: bool) -> Result<()> {
 }
 
 /// How many times the group's processes were OOM-killed (`memory.events`).
-pub fn oom_kills(dir: &Path) -> u64 {
-    super::stats::read_pairs(dir, "memory.events").get("oom_kill").copied().unwrap_or(0)
+/// The group's count of OOM kills (`oom_kill` in `memory.events`; a parent counts its children's
+/// kills too), or None when the group is gone.
+pub fn oom_kills(dir: &Path) -> Option<u64> {
+    let events = std::fs::read_to_string(dir.join("memory.events")).ok()?;
+    Some(events.lines().find_map(|l| l.strip_prefix("oom_kill ")).and_then(|v| v.trim().parse().ok()).unwrap_or(0))
 }
 
 #[cfg(test)]
@@ -284,7 +287,8 @@ mod tests {
         // The fake kernel does not flip `frozen`, so thawing (frozen 0) returns at once.
         set_frozen(&dir, false).unwrap();
         assert_eq!(fs::read_to_string(dir.join("cgroup.freeze")).unwrap(), "0");
-        assert_eq!(oom_kills(&dir), 2);
+        assert_eq!(oom_kills(&dir), Some(2));
+        assert_eq!(oom_kills(&dir.join("gone")), None);
         fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -656,7 +656,7 @@ impl TaskCore {
         let ExitOutcome::Recorded(exit) = container.init.record_exit(exit) else { return };
         // A kill the OOM task has not read yet is reported now, ahead of the exit: under the systemd
         // driver the scope's cgroup, and its count of kills, go soon after its last process.
-        self.report_unread_oom_kill(container);
+        self.report_unread_oom_kill(container, &exit);
         self.kill_leftovers(container);
         if container.has_live_execs() {
             *container.held_init_exit.locked() = Some(exit);
@@ -665,10 +665,16 @@ impl TaskCore {
         }
     }
 
-    /// Reports an OOM kill the watch task had no turn to read yet.
-    fn report_unread_oom_kill(&self, container: &Container) {
+    /// Reports an OOM kill the watch task had no turn to read yet, once the init exited with `exit`.
+    fn report_unread_oom_kill(&self, container: &Container, exit: &Exit) {
+        let died_of_sigkill = exit.status == 128 + libc::SIGKILL as u32;
+        self.report_oom_kill_if(container, |watch| watch.unreported_kill(died_of_sigkill));
+    }
+
+    /// Emits `/tasks/oom` when `found` finds a kill in the container's watch.
+    fn report_oom_kill_if(&self, container: &Container, found: impl FnOnce(&mut myshim_runtime::cgroups::OomWatch) -> bool) {
         let watch = container.oom_watch.locked().as_ref().map(|(_, watch)| watch.clone());
-        if watch.is_some_and(|watch| watch.locked().unreported_kill()) {
+        if watch.is_some_and(|watch| found(&mut watch.locked())) {
             info!(id = %container.id, "out of memory");
             self.emit(TaskEvent::Oom { container_id: container.id.clone() });
         }
@@ -730,7 +736,7 @@ impl TaskCore {
             other => return Err(TaskError::precondition(format!("container {id} must be stopped before deletion: it is {other:?}").to_lowercase())),
         }
         let exit = process.wait().await;
-        self.report_unread_oom_kill(&container);
+        self.report_unread_oom_kill(&container, &exit);
         if let Some((task, _)) = container.oom_watch.locked().take() {
             task.abort();
         }
@@ -839,6 +845,9 @@ impl TaskCore {
         if process.status() == Status::Stopped && !all {
             return Err(TaskError::not_found(format!("container {id}: process already finished")));
         }
+        // A kill counted so far is reported now; from here on, a SIGKILL death is this signal's
+        // doing unless the count grows (see `OomWatch::unreported_kill`).
+        self.report_oom_kill_if(&container, |watch| watch.look());
         self.with_runtime(&container, "kill", move |c| c.signal(signal, all)).await
     }
 
