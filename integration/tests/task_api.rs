@@ -4,6 +4,7 @@
 
 use std::io::{Read, Write};
 use std::path::Path;
+use std::os::unix::fs::OpenOptionsExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -92,6 +93,31 @@ fn exec(version: Version) {
     assert_eq!(api.wait("box", "env").unwrap(), 0);
     api.delete_process("box", "env").unwrap();
     assert_eq!(reader.join().unwrap(), "exec\n1\n");
+
+    // A client that opens its stdout fifo late (containerd opens it in a goroutine while it sends
+    // Exec) still gets the output and its end, though the process is over within a millisecond. A
+    // writer opened and closed before the reader's blocking open would leave that open waiting for
+    // good: the ExecSync of the churn that waited for its client's timeout.
+    let late = dir.join("late-stdout");
+    make_fifo(&late);
+    let (sender, read) = std::sync::mpsc::channel();
+    {
+        let late = late.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            let _ = sender.send(std::fs::read_to_string(late));
+        });
+    }
+    api.exec("box", "late", ["", late.to_str().unwrap(), ""], false, process_spec(&["echo", "late"])).unwrap();
+    api.start("box", "late").unwrap();
+    assert_eq!(api.wait("box", "late").unwrap(), 0);
+    api.delete_process("box", "late").unwrap();
+    let output = read.recv_timeout(Duration::from_secs(10));
+    if output.is_err() {
+        // Let the reader's open return before failing.
+        let _ = std::fs::OpenOptions::new().write(true).custom_flags(libc::O_NONBLOCK).open(&late);
+    }
+    assert_eq!(output.expect("the late reader got end-of-file").unwrap(), "late\n");
 
     let mut long = c.ctr_command(&["task", "exec", "--exec-id", "dup", "box", "sleep", "1000"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     wait_for(|| c.ctr(&["task", "ps", "box"]).stdout.contains("dup"), "exec dup in task ps");

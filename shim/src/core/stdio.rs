@@ -35,6 +35,8 @@ const LOGGER_READY_TIMEOUT: Duration = Duration::from_secs(10);
 const LOGGER_STOP_TIMEOUT: Duration = Duration::from_secs(12);
 /// Draining output gives up when nothing moved for this long (the client stopped reading).
 const OUTPUT_STALL: Duration = Duration::from_secs(1);
+/// How long Create and Exec wait for the client to open an output fifo for reading.
+const OUTPUT_READER_WAIT: Duration = Duration::from_secs(5);
 
 type Sink = Box<dyn AsyncWrite + Send + Unpin>;
 
@@ -93,11 +95,39 @@ fn blocking(end: impl FnOnce() -> std::io::Result<OwnedFd>, what: &str) -> TaskR
     end().map_err(|e| TaskError::internal(format!("{what}: {e}")))
 }
 
-/// Opens a fifo for writing without blocking: our own reader, opened first and held, guarantees the
-/// open succeeds and that writes never fail with EPIPE.
-fn open_output_fifo(name: &str, path: &str, keep_open: &mut Vec<OwnedFd>) -> TaskResult<pipe::Sender> {
-    let keeper = pipe::OpenOptions::new().open_receiver(path).map_err(io_error(format!("open {name} fifo {path}")))?;
-    let writer = pipe::OpenOptions::new().open_sender(path).map_err(io_error(format!("open {name} fifo {path}")))?;
+/// Opens a fifo for writing once the client reads it, then a reader of our own, held.
+///
+/// The writer waits for the client's reader (a non-blocking open fails with ENXIO until there is
+/// one). A client opens its reader with a blocking open, which returns only when a writer opens
+/// after it began: a writer that came and went before (a short exec's output, copied and closed
+/// within a millisecond while containerd's goroutine had not opened yet) leaves the client waiting
+/// for good — containerd's "exec process exits but the io is still held", once in ~800 ExecSyncs
+/// under churn. runc's shim opens its writer blocking for the same reason. Our reader, opened next,
+/// keeps writes from failing with EPIPE while the client is away (containerd restarting). A client
+/// that has not opened its reader after [`OUTPUT_READER_WAIT`] gets the writer anyway.
+async fn open_output_fifo(name: &str, path: &str, keep_open: &mut Vec<OwnedFd>) -> TaskResult<pipe::Sender> {
+    let failed = || io_error(format!("open {name} fifo {path}"));
+    let deadline = Instant::now() + OUTPUT_READER_WAIT;
+    let mut pause = Duration::from_micros(100);
+    let writer = loop {
+        match pipe::OpenOptions::new().open_sender(path) {
+            Ok(writer) => break Some(writer),
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) && Instant::now() < deadline => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(10));
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENXIO) => break None,
+            Err(e) => return Err(failed()(e)),
+        }
+    };
+    let keeper = pipe::OpenOptions::new().open_receiver(path).map_err(failed())?;
+    let writer = match writer {
+        Some(writer) => writer,
+        None => {
+            tracing::warn!(fifo = path, "nobody opened the {name} fifo for reading within {OUTPUT_READER_WAIT:?}");
+            pipe::OpenOptions::new().open_sender(path).map_err(failed())?
+        }
+    };
     keep_open.push(keeper.into_nonblocking_fd().map_err(io_error(format!("{name} fifo {path}")))?);
     Ok(writer)
 }
@@ -148,7 +178,7 @@ pub async fn setup(paths: &StdioPaths, context: &IoContext<'_>) -> TaskResult<(m
     if paths.terminal {
         let sink: Option<Sink> = match stdout_scheme {
             Scheme::Fifo if paths.stdout.is_empty() => None,
-            Scheme::Fifo => Some(Box::new(open_output_fifo("stdout", &paths.stdout, &mut io._keep_open)?)),
+            Scheme::Fifo => Some(Box::new(open_output_fifo("stdout", &paths.stdout, &mut io._keep_open).await?)),
             Scheme::File(path) => Some(Box::new(tokio::fs::File::from_std(open_log_file(path)?))),
             Scheme::Binary(uri) => {
                 let (stdout, _stderr) = start_logger(uri, context, &mut io).await?;
@@ -177,17 +207,17 @@ pub async fn setup(paths: &StdioPaths, context: &IoContext<'_>) -> TaskResult<(m
             let (stdout, stderr) = start_logger(uri, context, &mut io).await?;
             (blocking(|| stdout.into_blocking_fd(), "stdout pipe")?, blocking(|| stderr.into_blocking_fd(), "stderr pipe")?)
         }
-        Scheme::Fifo => (output_to_fifo("stdout", &paths.stdout, &mut io)?, output_to_fifo("stderr", &paths.stderr, &mut io)?),
+        Scheme::Fifo => (output_to_fifo("stdout", &paths.stdout, &mut io).await?, output_to_fifo("stderr", &paths.stderr, &mut io).await?),
     };
     Ok((myshim_runtime::Stdio { stdin, stdout, stderr }, io))
 }
 
 /// The container's end of a pipe whose other end the shim copies into the fifo at `path`.
-fn output_to_fifo(name: &str, path: &str, io: &mut ProcessIo) -> TaskResult<OwnedFd> {
+async fn output_to_fifo(name: &str, path: &str, io: &mut ProcessIo) -> TaskResult<OwnedFd> {
     if path.is_empty() {
         return null();
     }
-    let fifo = open_output_fifo(name, path, &mut io._keep_open)?;
+    let fifo = open_output_fifo(name, path, &mut io._keep_open).await?;
     let (container_end, from_container) = pipe::pipe().map_err(io_error(format!("create {name} pipe")))?;
     io.outputs.push(tokio::spawn(copy_output(from_container, Box::new(fifo), io.copied.clone())));
     blocking(|| container_end.into_blocking_fd(), &format!("{name} pipe"))
