@@ -224,14 +224,18 @@ impl Cgroup {
 
     /// The group of `unit`, which systemd has just made holding the container's first process: its
     /// directory in the unified hierarchy and, on a hybrid host, in every v1 hierarchy (those systemd
-    /// does not manage are made here, at the same place, as runc does).
+    /// does not manage are made here, at the same place, as runc does). In the unified hierarchy the
+    /// controllers systemd does not hand down (hugetlb, rdma, misc) are enabled along the path, as
+    /// runc does: without them a scope has no `hugetlb.*` files.
     pub fn of_unit(hierarchies: &[Hierarchy], cgroups_path: &str, unit: &systemd::Unit) -> Result<Cgroup> {
         let mut cgroup = Cgroup { path: cgroups_path.to_owned(), dirs: Vec::new(), unit: Some(unit.clone()) };
         for hierarchy in hierarchies {
             let dir = systemd::group_dir(unit, &hierarchy.mount_point);
             if !hierarchy.unified {
                 create_dir_in(hierarchy, &unit.cgroup_path())?;
-            } else if !dir.is_dir() {
+            } else if dir.is_dir() {
+                enable_controllers_above(hierarchy, &dir);
+            } else {
                 return Err(Error::io(format!("systemd cgroup driver: unit {}", unit.name), std::io::Error::other(format!("systemd made no group at {}", dir.display()))));
             }
             cgroup.dirs.push(CgroupDir { hierarchy: hierarchy.clone(), dir });
@@ -678,6 +682,16 @@ fn normalise(path: &str) -> Result<String> {
         return Err(Error::spec("linux.cgroupsPath", format!("{path:?} does not name a cgroup below the root")));
     }
     Ok(format!("/{}", parts.join("/")))
+}
+
+/// Hands the hierarchy's controllers down every group from its root to the parent of `dir`.
+fn enable_controllers_above(hierarchy: &Hierarchy, dir: &Path) {
+    let Ok(below_root) = dir.strip_prefix(&hierarchy.mount_point) else { return };
+    let mut current = hierarchy.mount_point.clone();
+    for part in below_root.iter() {
+        v2::enable_controllers(&current, &hierarchy.controllers);
+        current.push(part);
+    }
 }
 
 fn create_dir_in(hierarchy: &Hierarchy, path: &str) -> Result<CgroupDir> {
