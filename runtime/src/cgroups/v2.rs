@@ -175,7 +175,6 @@ pub fn set_frozen(dir: &Path, frozen: bool) -> Result<()> {
     }
 }
 
-/// How many times the group's processes were OOM-killed (`memory.events`).
 /// The group's count of OOM kills (`oom_kill` in `memory.events`; a parent counts its children's
 /// kills too), or None when the group is gone.
 pub fn oom_kills(dir: &Path) -> Option<u64> {
