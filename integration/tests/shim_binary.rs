@@ -1,6 +1,7 @@
 //! The shim binary's bootstrap modes driven directly, the way containerd runs them.
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::fd::AsRawFd;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -61,6 +62,10 @@ fn start_prints_only_the_reply_and_groups() {
     }
     let start = |id: &str, bundle: &Path| shim(&["-namespace", "ns", "-address", &address, "-publish-binary", "/bin/true", "-id", id, "start"], bundle);
 
+    // A descriptor `start` inherits without close-on-exec (as containerd passes on what it inherited)
+    // stays out of the daemon, which would otherwise hold it for as long as it lives.
+    let (inherited, _writer) = nix::unistd::pipe().unwrap();
+    let inherited_pipe = std::fs::read_link(format!("/proc/self/fd/{}", inherited.as_raw_fd())).unwrap();
     let first = start("first", &bundles[0]);
     assert!(first.status.success(), "{first:?}");
     assert!(first.stderr.is_empty(), "start wrote to stderr: {:?}", String::from_utf8_lossy(&first.stderr));
@@ -81,6 +86,8 @@ fn start_prints_only_the_reply_and_groups() {
     assert_eq!(std::fs::metadata(&record_file).unwrap().mode() & 0o777, 0o600, "the record is root's alone");
     let record: serde_json::Value = serde_json::from_slice(&std::fs::read(&record_file).unwrap()).unwrap();
     let pid = record["pid"].as_u64().unwrap() as u32;
+    let daemon_fds: Vec<_> = std::fs::read_dir(format!("/proc/{pid}/fd")).unwrap().flatten().filter_map(|e| std::fs::read_link(e.path()).ok()).collect();
+    assert!(!daemon_fds.contains(&inherited_pipe), "the daemon holds start's inherited {inherited_pipe:?}: {daemon_fds:?}");
     leaks::signal(pid, nix::sys::signal::Signal::SIGTERM);
     // The daemon gives up the socket the moment it decides to exit, while it still sends its last
     // events: a start right away launches a new daemon instead of finding the leaving one.

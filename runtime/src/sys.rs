@@ -123,6 +123,18 @@ pub fn oom_score_adj(pid: u32) -> io::Result<i32> {
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "malformed oom_score_adj"))
 }
 
+/// Marks every descriptor from `first` up close-on-exec: what this process inherited without the
+/// flag (a pipe of whoever started containerd) then stops with it instead of living on in a
+/// program it spawns.
+pub fn close_on_exec_from(first: RawFd) -> io::Result<()> {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets a flag on descriptor numbers.
+    let result = unsafe { libc::syscall(libc::SYS_close_range, first as libc::c_uint, libc::c_uint::MAX, libc::CLOSE_RANGE_CLOEXEC) };
+    if result < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Places `fd` at descriptor number `target` without close-on-exec, so that a program this process
 /// spawns next inherits it there. Only for single-threaded callers (the shim's `start`): another
 /// thread spawning at the same time would inherit it too.

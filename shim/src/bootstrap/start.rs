@@ -110,6 +110,9 @@ fn spawn_daemon(flags: &Flags, bundle: &Path, socket: &Path, bootstrap: &contain
     let exe: PathBuf = std::env::current_exe().context("find the shim's own executable")?;
     // `start` is single-threaded here, so no other spawn can inherit fd 3 by accident.
     sys::place_for_child(listener.into(), 3).context("hand the socket to the daemon")?;
+    // Nothing else of ours goes to the daemon: descriptors `start` inherited from containerd without
+    // close-on-exec (containerd's own inheritance) would otherwise live as long as the daemon.
+    sys::close_on_exec_from(4).context("keep inherited descriptors from the daemon")?;
     // Over gRPC the daemon keeps containerd's connection busy (see keepalive.rs).
     let keepalive = bootstrap.protocol == config::Protocol::Grpc && config.grpc_keepalive;
     // The daemon inherits our signal mask: it starts with SIGTERM blocked and lets it in once it can
