@@ -458,13 +458,13 @@ impl Cgroup {
     /// tells whether it did. None without a memory controller.
     pub fn oom_watch(&self) -> Result<Option<OomWatch>> {
         if let Some(dir) = self.dir_of("memory") {
-            return Ok(Some(OomWatch { fd: v1::oom_eventfd(dir)?, kill_count: None }));
+            return Ok(Some(OomWatch { notifications: Some(v1::oom_eventfd(dir)?), kill_count: None }));
         }
         match self.unified_dir().filter(|d| d.hierarchy.has("memory")) {
             Some(d) => {
                 let events = d.dir.join("memory.events");
                 let fd = crate::sys::watch_modifications(&events).context(|| format!("watch {}", events.display()))?;
-                Ok(Some(OomWatch { fd, kill_count: Some(KillCount::new(&d.dir)) }))
+                Ok(Some(OomWatch { notifications: Some(fd), kill_count: Some(KillCount::new(&d.dir)) }))
             }
             None => Ok(None),
         }
@@ -510,11 +510,17 @@ impl Cgroup {
 /// Watching a group for OOM kills: a v1 eventfd on `memory.oom_control`, or an inotify watch on v2's
 /// `memory.events` with the count of kills seen.
 pub struct OomWatch {
-    pub fd: std::os::fd::OwnedFd,
+    notifications: Option<std::os::fd::OwnedFd>,
     kill_count: Option<KillCount>,
 }
 
 impl OomWatch {
+    /// The descriptor that becomes readable on a possible OOM kill, for whoever waits on it (once:
+    /// the watch keeps no copy of its own).
+    pub fn take_notifications(&mut self) -> Option<std::os::fd::OwnedFd> {
+        self.notifications.take()
+    }
+
     /// After the descriptor was readable (and drained): whether a new OOM kill happened. On v1 every
     /// notification is one; on v2 the `oom_kill` count must have grown.
     pub fn fired(&mut self) -> bool {
@@ -800,7 +806,7 @@ mod tests {
         assert!(!count.grew());
         // The group is gone (its scope stopped), and no kill was counted since the last look.
         fs::remove_dir_all(&group).unwrap();
-        let mut watch = OomWatch { fd: fs::File::open(&parent).unwrap().into(), kill_count: Some(count) };
+        let mut watch = OomWatch { notifications: None, kill_count: Some(count) };
         assert!(!watch.unreported_kill(true));
         // A kill after the last look, for an init that died of SIGKILL: the kernel's.
         events(&parent, 7);

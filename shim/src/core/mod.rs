@@ -598,7 +598,7 @@ impl TaskCore {
 
     /// Publishes `/tasks/oom` whenever the container's memory controller reports an OOM kill.
     async fn watch_oom(&self, container: &Arc<Container>) {
-        let watch = match self.with_runtime(container, "watch OOM of", |c| c.oom_watch()).await {
+        let mut watch = match self.with_runtime(container, "watch OOM of", |c| c.oom_watch()).await {
             Ok(Some(watch)) => watch,
             Ok(None) => return,
             Err(e) => {
@@ -608,7 +608,7 @@ impl TaskCore {
         };
         let events = self.events.clone();
         let id = container.id.clone();
-        let Ok(fd) = watch.fd.try_clone() else { return };
+        let Some(fd) = watch.take_notifications() else { return };
         let watch = Arc::new(Mutex::new(watch));
         let shared = watch.clone();
         let task = tokio::spawn(async move {
