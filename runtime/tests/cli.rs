@@ -267,3 +267,111 @@ fn spec_writes_runcs_bundle_and_it_runs() {
     );
     b.assert_clean();
 }
+
+/// `--version` and `--help` as tools call them (Podman's `info` reads the version's first line),
+/// and `list` in runc's forms: a table, JSON with the owner, only the ids.
+#[test]
+fn version_help_and_list() {
+    let b = Bundle::new("list-empty");
+    let version = b.runc(&["--version"]);
+    assert!(version.status.success(), "{version:?}");
+    let text = String::from_utf8_lossy(&version.stdout);
+    assert!(text.starts_with("myshim-runc version ") && text.lines().any(|l| l.starts_with("spec: 1.")), "{text}");
+    let help = b.runc(&["--help"]);
+    assert!(help.status.success() && String::from_utf8_lossy(&help.stdout).contains("checkpoint"), "{help:?}");
+    // A root that does not exist yet lists nothing.
+    let empty = b.runc(&["list", "--format", "json"]);
+    assert!(empty.status.success(), "{empty:?}");
+    assert_eq!(serde_json::from_slice::<Value>(&empty.stdout).unwrap(), json!([]));
+
+    let mut b = Bundle::new("list");
+    b.start_detached(&["sleep", "30"]);
+    let listed: Value = serde_json::from_slice(&b.runc(&["list", "-f", "json"]).stdout).unwrap();
+    assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!((&listed[0]["id"], &listed[0]["status"], &listed[0]["owner"]), (&json!(b.id), &json!("running"), &json!("root")));
+    assert_eq!(listed[0]["bundle"], json!(b.dir.to_str().unwrap()));
+    let table = String::from_utf8_lossy(&b.runc(&["list"]).stdout).into_owned();
+    let rows: Vec<Vec<&str>> = table.lines().map(|l| l.split_whitespace().collect()).collect();
+    assert_eq!(rows[0], ["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"], "{table}");
+    assert_eq!((rows[1][0], rows[1][2], rows[1][5]), (b.id.as_str(), "running", "root"), "{table}");
+    assert_eq!(String::from_utf8_lossy(&b.runc(&["list", "-q"]).stdout), format!("{}\n", b.id));
+    let bad = b.runc(&["list", "--format", "yaml"]);
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("--format"), "{bad:?}");
+    assert!(b.runc_detached(&["delete", "--force", &b.id]));
+    b.assert_clean();
+}
+
+/// `events`: `--stats` prints one event in runc's shape (nanoseconds of CPU, the memory limit, the
+/// pids count); the stream prints stats every interval and an `oom` event when the kernel kills a
+/// process of the container, and ends when the container stops. A stopped container is an error.
+#[test]
+fn events_report_stats_and_oom_kills() {
+    let mut b = Bundle::new("events");
+    b.spec["linux"]["resources"]["memory"] = json!({"limit": 33554432, "swap": 33554432});
+    b.spec["linux"]["resources"]["pids"] = json!({"limit": 40});
+    b.start_detached(&["sh", "-c", "sleep 1; (tail /dev/zero); sleep 2"]);
+    let once = b.runc(&["events", "--stats", &b.id]);
+    assert!(once.status.success(), "{once:?}");
+    let event: Value = serde_json::from_slice(&once.stdout).unwrap();
+    assert_eq!((&event["type"], &event["id"]), (&json!("stats"), &json!(b.id)));
+    let data = &event["data"];
+    assert_eq!(data["memory"]["usage"]["limit"], json!(33554432), "{data}");
+    assert!(data["memory"]["usage"]["usage"].as_u64().unwrap() > 0, "{data}");
+    assert_eq!(data["pids"]["limit"], json!(40), "{data}");
+    assert!(data["pids"]["current"].as_u64().unwrap() >= 1, "{data}");
+    assert!(data["cpu"]["usage"]["total"].as_u64().unwrap() > 0, "{data}");
+
+    // The stream, until the container has stopped (bounded by the test's own timeout).
+    let mut stream = std::process::Command::new(common::RUNC)
+        .args(common::driver_flag())
+        .arg("--root")
+        .arg(&b.root)
+        .args(["events", "--interval", "500ms", &b.id])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = stream.id();
+    let watchdog = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(30));
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+    });
+    let mut text = String::new();
+    std::io::Read::read_to_string(stream.stdout.as_mut().unwrap(), &mut text).unwrap();
+    let status = stream.wait().unwrap();
+    assert!(status.success(), "events ended with {status:?} (killed after 30 s?): {text}");
+    drop(watchdog);
+    let events: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    // (v1 may notify more than once for one kill, as runc reports it too.)
+    assert!(types.contains(&"oom"), "the OOM kill: {types:?}");
+    assert!(types.iter().filter(|t| **t == "stats").count() >= 3, "stats every 500 ms for 3 s: {types:?}");
+
+    let stopped = b.runc(&["events", "--stats", &b.id]);
+    assert!(!stopped.status.success() && String::from_utf8_lossy(&stopped.stderr).contains("is not running"), "{stopped:?}");
+    assert!(b.runc(&["delete", &b.id]).status.success());
+    b.assert_clean();
+}
+
+/// `update` with runc's flags for single resources (sizes with units), refused together with
+/// `--resources`, and Intel RDT refused by name.
+#[test]
+fn update_takes_runcs_flags() {
+    let mut b = Bundle::new("update-flags");
+    b.spec["linux"]["resources"]["memory"] = json!({"limit": 64 << 20});
+    b.spec["linux"]["resources"]["pids"] = json!({"limit": 50});
+    b.start_detached(&["sleep", "30"]);
+    let out = b.runc(&["update", "--memory", "96m", "--pids-limit", "30", &b.id]);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(fs::read_to_string(b.memory_limit_file()).unwrap().trim(), (96u64 << 20).to_string());
+    assert_eq!(fs::read_to_string(b.cgroup_dir("pids").join("pids.max")).unwrap().trim(), "30");
+    let both = b.runc(&["update", "--resources", "-", "--memory", "1g", &b.id]);
+    assert!(!both.status.success() && String::from_utf8_lossy(&both.stderr).contains("exclude"), "{both:?}");
+    let rdt = b.runc(&["update", "--l3-cache-schema", "L3:0=f", &b.id]);
+    assert!(!rdt.status.success() && String::from_utf8_lossy(&rdt.stderr).contains("Intel RDT"), "{rdt:?}");
+    let bad = b.runc(&["update", "--memory", "lots", &b.id]);
+    assert!(!bad.status.success() && String::from_utf8_lossy(&bad.stderr).contains("--memory"), "{bad:?}");
+    assert_eq!(fs::read_to_string(b.memory_limit_file()).unwrap().trim(), (96u64 << 20).to_string(), "unchanged by the refused updates");
+    assert!(b.runc_detached(&["delete", "--force", &b.id]));
+    b.assert_clean();
+}

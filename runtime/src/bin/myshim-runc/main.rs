@@ -2,9 +2,10 @@
 //! (containerd's `io.containerd.runc.v2` shim, OCI conformance suites) can drive this runtime.
 //!
 //! Global flags: `--root`, `--log`, `--log-format text|json`, `--debug`, `--systemd-cgroup` (the
-//! systemd cgroup driver; a `slice:prefix:name` cgroups path selects it anyway), `--criu PATH`. Verbs:
-//! create, start, run, state, kill, delete, exec, ps, pause, resume, update, checkpoint, restore,
-//! spec, features.
+//! systemd cgroup driver; a `slice:prefix:name` cgroups path selects it anyway), `--criu PATH`,
+//! `--version`, `--help`. Verbs: see [`VERBS`].
+
+mod events;
 
 use std::fs;
 use std::io::{Read, Write};
@@ -18,6 +19,42 @@ use myshim_runtime::{cgroups, spec, state, sys, Container, CreateOptions, Runtim
 
 const DEFAULT_ROOT: &str = "/run/myshim-runc";
 
+/// runc's verbs, each with what it does (for `--help`).
+const VERBS: &[(&str, &str)] = &[
+    ("create", "create a container from a bundle"),
+    ("start", "run the created container's program"),
+    ("run", "create and start a container"),
+    ("state", "print a container's OCI state"),
+    ("list", "list the containers (--format table|json, --quiet)"),
+    ("kill", "send a signal to a container's init (--all: to every process)"),
+    ("delete", "delete a stopped container (--force: any)"),
+    ("exec", "run a process in a container"),
+    ("ps", "list a container's processes"),
+    ("events", "print a container's stats and OOM kills (--stats, --interval)"),
+    ("pause", "freeze a container"),
+    ("resume", "thaw a container"),
+    ("update", "change a container's resources (--resources FILE or runc's flags)"),
+    ("checkpoint", "checkpoint a container with CRIU"),
+    ("restore", "restore a container from a CRIU checkpoint"),
+    ("spec", "write an example config.json"),
+    ("features", "print what this runtime supports"),
+];
+
+fn usage() -> String {
+    let mut text = String::from("myshim-runc: runc's command line over the myshim runtime\n\nusage: myshim-runc [global flags] <command> [flags] [arguments]\n\ncommands:\n");
+    for (verb, what) in VERBS {
+        text.push_str(&format!("   {verb:<12}{what}\n"));
+    }
+    text.push_str("\nglobal flags: --root DIR, --log FILE, --log-format text|json, --systemd-cgroup, --criu PATH, --debug, --version, --help\n");
+    text
+}
+
+/// `--version`, in runc's form (tools read the first line, and `spec:`).
+fn version() -> String {
+    let seccomp = libseccomp::ScmpVersion::current().map(|v| format!("{}.{}.{}", v.major, v.minor, v.micro)).unwrap_or_else(|_| "unknown".into());
+    format!("myshim-runc version {}\nspec: {}\nlibseccomp: {seccomp}", env!("CARGO_PKG_VERSION"), myshim_runtime::features::OCI_VERSION_MAX)
+}
+
 fn main() -> ExitCode {
     myshim_runtime::run_helper_if_requested();
     if let Err(reason) = myshim_runtime::process::executable::check_invocation() {
@@ -26,6 +63,14 @@ fn main() -> ExitCode {
     }
     let mut args = Args { items: std::env::args().skip(1).collect() };
     let global = Global::parse(&mut args);
+    if global.version {
+        println!("{}", version());
+        return ExitCode::SUCCESS;
+    }
+    if global.help || args.items.first().is_some_and(|verb| verb == "help") {
+        print!("{}", usage());
+        return ExitCode::SUCCESS;
+    }
     let _ = tracing::subscriber::set_global_default(WarningLog { log: global.log.clone(), json: global.json_log });
     match run(&global, args) {
         Ok(code) => ExitCode::from(code),
@@ -46,6 +91,8 @@ struct Global {
     systemd_cgroup: bool,
     /// The CRIU binary (`--criu`); `criu` on PATH when unset.
     criu: Option<PathBuf>,
+    version: bool,
+    help: bool,
 }
 
 impl Global {
@@ -64,9 +111,11 @@ impl Global {
         let json_log = front.flag(&["--log-format"]).as_deref() == Some("json");
         let systemd_cgroup = front.switch(&["--systemd-cgroup"]);
         let criu = front.flag(&["--criu"]).map(PathBuf::from);
+        let version = front.switch(&["--version", "-v"]);
+        let help = front.switch(&["--help", "-h"]);
         // runc's --rootless (a value: true, false, auto) and --debug change nothing here.
         front.flag(&["--rootless"]);
-        Global { root, log, json_log, systemd_cgroup, criu }
+        Global { root, log, json_log, systemd_cgroup, criu, version, help }
     }
 
     fn criu(&self) -> Result<Criu> {
@@ -210,7 +259,8 @@ impl Args {
 }
 
 fn run(global: &Global, mut args: Args) -> Result<u8> {
-    let verb = args.positional("a command (create, start, run, state, kill, delete, exec, ps, pause, resume, update, checkpoint, restore, spec, features)")?;
+    let verbs: Vec<&str> = VERBS.iter().map(|(verb, _)| *verb).collect();
+    let verb = args.positional(&format!("a command ({})", verbs.join(", ")))?;
     match verb.as_str() {
         "create" => {
             let options = CreateFlags::parse(&mut args)?;
@@ -245,6 +295,22 @@ fn run(global: &Global, mut args: Args) -> Result<u8> {
         "state" => {
             let id = args.positional("container id")?;
             println!("{}", serde_json::to_string_pretty(&oci_state(&load(global, &id)?))?);
+            Ok(0)
+        }
+        "list" => {
+            let format = args.flag(&["--format", "-f"]).unwrap_or_else(|| "table".into());
+            let quiet = args.switch(&["--quiet", "-q"]);
+            list(global, &format, quiet)?;
+            Ok(0)
+        }
+        "events" => {
+            let stats_once = args.switch(&["--stats"]);
+            let interval = match args.flag(&["--interval"]) {
+                Some(text) => parse_duration(&text)?,
+                None => std::time::Duration::from_secs(5),
+            };
+            let id = args.positional("container id")?;
+            events::run(&load(global, &id)?, stats_once, interval)?;
             Ok(0)
         }
         "kill" => {
@@ -299,17 +365,25 @@ fn run(global: &Global, mut args: Args) -> Result<u8> {
             Ok(0)
         }
         "update" => {
-            let resources = args.flag(&["--resources", "-r"]);
+            // As runc: the resources come from `--resources` (a file, or `-` for stdin), or else
+            // from its flags; never both.
+            let file = args.flag(&["--resources", "-r"]);
+            let from_flags = update_flags(&mut args)?;
             let id = args.positional("container id")?;
-            let text = match resources.as_deref() {
-                None | Some("-") => {
-                    let mut text = String::new();
-                    std::io::stdin().read_to_string(&mut text)?;
-                    text
+            let resources: oci_spec::runtime::LinuxResources = match file.as_deref() {
+                Some(_) if from_flags != serde_json::json!({}) => bail!("update: --resources and the flags for single resources exclude each other"),
+                None => serde_json::from_value(from_flags).context("the resources of update's flags")?,
+                Some(source) => {
+                    let text = if source == "-" {
+                        let mut text = String::new();
+                        std::io::stdin().read_to_string(&mut text).context("read the resources from stdin")?;
+                        text
+                    } else {
+                        fs::read_to_string(source).with_context(|| format!("read {source}"))?
+                    };
+                    serde_json::from_str(&text).context("parse the resources (LinuxResources JSON)")?
                 }
-                Some(path) => fs::read_to_string(path).with_context(|| format!("read {path}"))?,
             };
-            let resources: oci_spec::runtime::LinuxResources = serde_json::from_str(&text).context("parse the resources (LinuxResources JSON)")?;
             load(global, &id)?.update(&resources)?;
             Ok(0)
         }
@@ -513,6 +587,139 @@ fn restore(global: &Global, mut args: Args) -> Result<u8> {
     let code = sys::wait_for_exit(container.pid()).context("wait for the restored container")?;
     container.destroy(&Runtime::default())?;
     Ok(code as u8)
+}
+
+/// runc update's flags for single resources, as `LinuxResources` JSON (`{}` when none is given).
+/// Intel RDT is not supported, and its flags are refused.
+fn update_flags(args: &mut Args) -> Result<serde_json::Value> {
+    use serde_json::{json, Value};
+    for unsupported in ["--l3-cache-schema", "--mem-bw-schema"] {
+        if args.flag(&[unsupported]).is_some() {
+            bail!("update {unsupported}: Intel RDT is not supported");
+        }
+    }
+    let mut resources = json!({});
+    let mut set = |section: &str, key: &str, value: Value| {
+        resources.as_object_mut().into_iter().for_each(|r| {
+            r.entry(section).or_insert_with(|| json!({}))[key] = value.clone();
+        })
+    };
+    let number = |flag: &str, text: &str| -> Result<i64> { text.parse().with_context(|| format!("update {flag} {text:?}: not a number")) };
+    for (flag, section, key) in [("--blkio-weight", "blockIO", "weight"), ("--cpu-share", "cpu", "shares"), ("--cpu-period", "cpu", "period"), ("--cpu-quota", "cpu", "quota"),
+        ("--cpu-rt-period", "cpu", "realtimePeriod"), ("--cpu-rt-runtime", "cpu", "realtimeRuntime"), ("--cpu-idle", "cpu", "idle"), ("--pids-limit", "pids", "limit")]
+    {
+        if let Some(text) = args.flag(&[flag]) {
+            set(section, key, json!(number(flag, &text)?));
+        }
+    }
+    for (flag, key) in [("--cpuset-cpus", "cpus"), ("--cpuset-mems", "mems")] {
+        if let Some(text) = args.flag(&[flag]) {
+            set("cpu", key, json!(text));
+        }
+    }
+    for (flag, key) in [("--memory", "limit"), ("--memory-reservation", "reservation"), ("--memory-swap", "swap"), ("--kernel-memory", "kernel"), ("--kernel-memory-tcp", "kernelTCP")] {
+        if let Some(text) = args.flag(&[flag]) {
+            set("memory", key, json!(parse_bytes(flag, &text)?));
+        }
+    }
+    Ok(resources)
+}
+
+/// A size as runc's flags take it: bytes, or a number with a binary suffix (`64m`, `1G`, `512KiB`);
+/// -1 for no limit.
+fn parse_bytes(flag: &str, text: &str) -> Result<i64> {
+    if text == "-1" {
+        return Ok(-1);
+    }
+    let lower = text.trim().to_ascii_lowercase();
+    let digits_end = lower.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(lower.len());
+    let (number, unit) = lower.split_at(digits_end);
+    let shift = match unit.trim_end_matches("ib").trim_end_matches('b') {
+        "" => 0,
+        "k" => 10,
+        "m" => 20,
+        "g" => 30,
+        "t" => 40,
+        "p" => 50,
+        _ => bail!("update {flag} {text:?}: not a size (a number, with k, m, g, t or p)"),
+    };
+    let value: f64 = number.parse().with_context(|| format!("update {flag} {text:?}: not a size"))?;
+    Ok((value * (1u64 << shift) as f64) as i64)
+}
+
+/// A duration as Go writes it (`5s`, `500ms`, `1m30s`, `2h`).
+fn parse_duration(text: &str) -> Result<std::time::Duration> {
+    let mut total = 0f64;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let number_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let unit_end = rest[number_end..].find(|c: char| c.is_ascii_digit()).map_or(rest.len(), |i| number_end + i);
+        let value: f64 = rest[..number_end].parse().with_context(|| format!("--interval {text:?}: not a duration (5s, 500ms, 1m)"))?;
+        let seconds = match &rest[number_end..unit_end] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => bail!("--interval {text:?}: not a duration (5s, 500ms, 1m)"),
+        };
+        total += value * seconds;
+        rest = &rest[unit_end..];
+    }
+    Ok(std::time::Duration::from_secs_f64(total))
+}
+
+/// `list`: the containers under `--root`, as runc prints them (a table, or `--format json`).
+fn list(global: &Global, format: &str, quiet: bool) -> Result<()> {
+    let mut containers = Vec::new();
+    if let Ok(entries) = fs::read_dir(&global.root) {
+        for entry in entries.flatten() {
+            // Directories that hold no container state (a half-made one) are not listed.
+            let Ok(container) = Container::load(&entry.path()) else { continue };
+            let mut state = oci_state(&container);
+            let uid = std::os::unix::fs::MetadataExt::uid(&entry.metadata()?);
+            state["owner"] = user_name(uid).into();
+            containers.push(state);
+        }
+    }
+    containers.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+    if quiet {
+        for c in &containers {
+            println!("{}", c["id"].as_str().unwrap_or_default());
+        }
+        return Ok(());
+    }
+    match format {
+        "json" => println!("{}", serde_json::to_string(&containers)?),
+        "table" => {
+            let header = ["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"];
+            let text = |v: &serde_json::Value| v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string());
+            let rows: Vec<Vec<String>> = containers
+                .iter()
+                .map(|c| vec![text(&c["id"]), text(&c["pid"]), text(&c["status"]), text(&c["bundle"]), text(&c["created"]), text(&c["owner"])])
+                .collect();
+            let widths: Vec<usize> = (0..header.len()).map(|i| rows.iter().map(|r| r[i].len()).chain([header[i].len(), 11]).max().unwrap_or(0) + 1).collect();
+            let line = |cells: Vec<String>| cells.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect::<String>().trim_end().to_owned();
+            println!("{}", line(header.iter().map(|h| h.to_string()).collect()));
+            for row in rows {
+                println!("{}", line(row));
+            }
+        }
+        other => bail!("list --format {other:?}: table or json"),
+    }
+    Ok(())
+}
+
+/// The name of a user id from /etc/passwd, or `#uid` (as runc shows an unknown owner).
+fn user_name(uid: u32) -> String {
+    let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
+    passwd
+        .lines()
+        .map(|line| line.split(':').collect::<Vec<_>>())
+        .find(|fields| fields.len() > 2 && fields[2] == uid.to_string())
+        .map(|fields| fields[0].to_owned())
+        .unwrap_or_else(|| format!("#{uid}"))
 }
 
 /// `--preserve-fds N`: how many descriptors after stdio the program gets.
