@@ -5,7 +5,7 @@
 #     benchmarks: crun 1.21 with its own glibc, the chart, the link order);
 #   - the nightly toolchain and cargo-fuzz (for shim/fuzz);
 #   - containerd 1.6, 1.7 and 2.1 side by side under /opt/myshim (system apt configuration untouched);
-#   - CRIU 4.1 (checkpoint/restore) under /opt/myshim, with the libraries it takes from the system;
+#   - CRIU 4.2 (checkpoint/restore) under /opt/myshim, with the libraries it takes from the system;
 #   - Docker Engine 28 (sid's docker.io, docker-cli, tini-static) unpacked under /opt/myshim, and
 #     Podman 4.3 from Debian (the client suites);
 #   - qemu and mmdebstrap, and the guest lane's Debian 12 image (systemd, cgroup v2 only), cached;
@@ -44,7 +44,7 @@ echo "== fuzzing tools (nightly toolchain, cargo-fuzz)"
 rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --quiet
 
-echo "== containerd 1.6, 1.7, 2.1; crun 1.21 (benchmarks); CRIU 4.1; Docker Engine 28"
+echo "== containerd 1.6, 1.7, 2.1; crun 1.21 (benchmarks); CRIU 4.2; Docker Engine 28"
 integration/scripts/fetch-containerd.sh
 integration/scripts/fetch-crun.sh
 integration/scripts/fetch-criu.sh

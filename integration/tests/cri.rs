@@ -329,7 +329,7 @@ for_versions!(pod_lifecycle, pod_semantics, host_network_pod, operator_errors, v
 
 /// Kubernetes' forensic container checkpoint (kubelet's checkpoint API → CRI CheckpointContainer) on
 /// containerd 2.1: the archive holds CRIU's images and containerd's metadata, and the container keeps
-/// running.
+/// running. It listens on a TCP port in the pod's network namespace, as a server pod does.
 #[test]
 fn checkpoint_container_on_containerd_2_1() {
     let c = Containerd::start_cri(Version::V2_1, "cri-ckpt", "");
@@ -339,7 +339,7 @@ fn checkpoint_container_on_containerd_2_1() {
     fs::create_dir_all(&logs).unwrap();
     let pod = cri::pod_config("checkpointed", &logs, &parent, false);
     let pod_id = api.run_pod(&pod, "myshim").expect("RunPodSandbox");
-    let counter = "i=0; while :; do i=$((i+1)); echo $i > /tmp/next; mv /tmp/next /tmp/count; sleep 0.1; done";
+    let counter = "sleep 100000 | nc -l -p 8080 & i=0; while :; do i=$((i+1)); echo $i > /tmp/next; mv /tmp/next /tmp/count; sleep 0.1; done";
     let app = api.create_container(&pod_id, &cri::container_config("counter", image::BUSYBOX, &["sh", "-c", counter]), &pod).unwrap();
     api.start_container(&app).unwrap();
     let read = || api.exec_sync(&app, &["cat", "/tmp/count"]).unwrap().1.trim().parse::<u64>().unwrap_or(0);

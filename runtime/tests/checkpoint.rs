@@ -176,3 +176,41 @@ fn features_say_checkpoint() {
     assert_eq!(features["annotations"]["org.opencontainers.runc.checkpoint.enabled"], "true");
     let _ = fs::remove_dir_all(&b.dir);
 }
+
+/// A TCP connection established inside the container (both ends on its loopback, counting across
+/// it): CRIU refuses to dump it without `--tcp-established`, the container untouched; with it, the
+/// dump and a restore keep the connection, and the numbers go on arriving over it.
+#[test]
+fn established_tcp_connections() {
+    let mut b = Bundle::new("ckpt-tcp");
+    let caps = b.spec["process"]["capabilities"]["bounding"].as_array().unwrap().iter().cloned().chain([json!("CAP_NET_ADMIN")]).collect::<Vec<_>>();
+    for set in ["bounding", "effective", "permitted"] {
+        b.spec["process"]["capabilities"][set] = json!(caps);
+    }
+    // (The listener's stdin must not end: busybox's nc closes the connection at its end of file.)
+    let talk = "ip link set lo up; sleep 100000 | nc -l -p 5555 > /tmp/received & sleep 0.5; \
+                i=0; while :; do i=$((i+1)); echo $i; sleep 0.1; done | nc 127.0.0.1 5555";
+    run_detached(&mut b, &["sh", "-c", talk]);
+    let received = |b: &Bundle, id: &str| -> u64 {
+        let out = b.runc(&["exec", id, "sh", "-c", "tail -n 1 /tmp/received"]);
+        String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+    };
+    wait_until(|| received(&b, &b.id) > 2, "numbers over the connection");
+    let images = b.dir.join("images");
+
+    let refused = with_criu(&b, &["checkpoint", "--image-path", path(&images.join("refused")), &b.id]);
+    assert!(!refused.status.success(), "{refused:?}");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("criu"), "the error names CRIU and its log: {refused:?}");
+    assert_eq!(status(&b, &b.id).as_deref(), Some("running"), "a failed dump leaves the container running");
+    let before = received(&b, &b.id);
+    wait_until(|| received(&b, &b.id) > before, "the connection still carrying numbers");
+
+    assert_ok(&with_criu(&b, &["checkpoint", "--tcp-established", "--image-path", path(&images.join("full")), &b.id]), "checkpoint --tcp-established");
+    assert_eq!(status(&b, &b.id), None);
+    assert!(b.runc_detached(&["--criu", &criu(), "restore", "--detach", "--tcp-established", "--image-path", path(&images.join("full")), "--bundle", path(&b.dir), &b.id]), "restore --tcp-established");
+    let resumed = received(&b, &b.id);
+    wait_until(|| received(&b, &b.id) > resumed + 2, "numbers over the restored connection");
+    assert_ok(&b.runc(&["delete", "--force", &b.id]), "delete");
+    b.assert_clean();
+}
+
