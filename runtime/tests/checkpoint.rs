@@ -214,3 +214,65 @@ fn established_tcp_connections() {
     b.assert_clean();
 }
 
+
+/// A unix socket whose peer is outside the container (connected to a daemon's socket, and handed to
+/// the init of a container in the host's network namespace with `--preserve-fds`): CRIU refuses to dump it without `--ext-unix-sk`, the container untouched; with it, the
+/// dump goes through.
+#[test]
+fn external_unix_sockets() {
+    let mut b = Bundle::new("ckpt-unix");
+    // In the host's network namespace, as a host-network agent talking to a node daemon: CRIU finds
+    // a unix socket only in the dumped tasks' own namespace.
+    b.spec["linux"]["namespaces"].as_array_mut().unwrap().retain(|ns| ns["type"] != "network");
+    b.set_args(&["sleep", "1000"]).write_spec();
+    // python binds a datagram socket at a path (a node daemon's, as syslog's /dev/log) and a child
+    // keeps it (at most two minutes; the test ends it, by the pid it leaves); the parent connects
+    // another to it and puts that at descriptor 3 for myshim-runc to pass on. (CRIU takes only
+    // datagram sockets with a named peer as external.)
+    let keeper_pid = b.dir.join("keeper.pid");
+    /// Ends the process keeping the daemon's socket, also when the test fails.
+    struct Keeper(PathBuf);
+    impl Drop for Keeper {
+        fn drop(&mut self) {
+            if let Some(pid) = fs::read_to_string(&self.0).ok().and_then(|p| p.parse().ok()) {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            }
+        }
+    }
+    let keeper = Keeper(keeper_pid.clone());
+    let daemon_socket = b.dir.join("daemon.sock");
+    let launch = "import os, socket, sys, time\n\
+                  daemon = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); daemon.bind(sys.argv[1])\n\
+                  child = os.fork()\n\
+                  if child == 0:\n    time.sleep(120); os._exit(0)\n\
+                  open(sys.argv[2], 'w').write(str(child))\n\
+                  client = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); client.connect(sys.argv[1])\n\
+                  os.dup2(client.fileno(), 3); os.set_inheritable(3, True)\n\
+                  os.execv(sys.argv[3], sys.argv[3:])";
+    let mut command = vec![launch.to_owned(), path(&daemon_socket).to_owned(), path(&keeper_pid).to_owned(), common::RUNC.to_owned()];
+    command.extend(common::driver_flag().iter().map(|f| f.to_string()));
+    let log = b.dir.join("launch.log");
+    command.extend(["--root", path(&b.root), "--log", path(&log), "run", "--detach", "--preserve-fds", "1", "--bundle", path(&b.dir), &b.id].map(String::from));
+    let launched = std::process::Command::new("python3")
+        .arg("-c")
+        .args(&command)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(launched.success(), "run --detach --preserve-fds 1: {}", fs::read_to_string(&log).unwrap_or_default());
+    let fd3 = b.runc(&["exec", &b.id, "readlink", "/proc/1/fd/3"]);
+    assert!(String::from_utf8_lossy(&fd3.stdout).starts_with("socket:"), "{fd3:?}");
+    let images = b.dir.join("images");
+
+    let refused = with_criu(&b, &["checkpoint", "--leave-running", "--image-path", path(&images.join("refused")), &b.id]);
+    assert!(!refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("criu log"), "{refused:?}");
+    assert_eq!(status(&b, &b.id).as_deref(), Some("running"), "a failed dump leaves the container running");
+    assert_ok(&with_criu(&b, &["checkpoint", "--leave-running", "--ext-unix-sk", "--image-path", path(&images.join("dumped")), &b.id]), "checkpoint --ext-unix-sk");
+    assert!(images.join("dumped/inventory.img").is_file());
+    assert_eq!(status(&b, &b.id).as_deref(), Some("running"));
+    assert_ok(&b.runc(&["delete", "--force", &b.id]), "delete");
+    drop(keeper);
+    b.assert_clean();
+}
