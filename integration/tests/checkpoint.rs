@@ -95,7 +95,7 @@ fn live_restore_with(version: Version, shim_config: Option<&str>) {
 }
 
 /// runc's options through containerd's task API: exit after the dump (the container ends, its exit
-/// reported), a paused container (stays paused), and a terminal container.
+/// reported), a paused container (stays paused), open TCP connections, and a terminal container.
 fn task_api_options(version: Version) {
     let c = Containerd::start(version, "ckpt-opts");
     let api = TasksApi::connect(&c.socket(), &c.namespace);
@@ -124,6 +124,26 @@ fn task_api_options(version: Version) {
     assert!(events.wait_for("ender", "/tasks/exit", Duration::from_secs(10)), "{:?}", events.topics_of("ender"));
     wait_for(|| c.task_status("ender").as_deref() == Some("STOPPED"), "the dumped container stopped");
     c.remove("ender");
+
+    // An established TCP connection (both ends in the container): refused without open_tcp, the
+    // container running on; dumped with it.
+    c.track("talker");
+    let cgroup = c.cgroup_flag("talker");
+    let talk = "ip link set lo up; sleep 100000 | nc -l -p 5555 > /tmp/received & sleep 0.5; \
+                i=0; while :; do i=$((i+1)); echo $i; sleep 0.1; done | nc 127.0.0.1 5555";
+    let args = ["run", "--runtime", myshim_integration::containerd::RUNTIME, "-d", "--cap-add", "CAP_NET_ADMIN", &cgroup[0], &cgroup[1], myshim_integration::image::BUSYBOX, "talker", "sh", "-c", talk];
+    c.ctr(&args).ok();
+    let received = || c.ctr(&["task", "exec", "--exec-id", "probe", "talker", "sh", "-c", "tail -n 1 /tmp/received"]).stdout.trim().parse::<u64>().unwrap_or(0);
+    wait_for(|| received() > 2, "numbers over the connection");
+    let refused = api.checkpoint("talker", &CheckpointOptions { image_path: dir.join("tcp-refused").display().to_string(), ..Default::default() }).unwrap_err();
+    assert!(refused.message().contains("criu log"), "{refused:?}");
+    assert_eq!(c.task_status("talker").as_deref(), Some("RUNNING"));
+    let tcp = CheckpointOptions { open_tcp: true, image_path: dir.join("tcp").display().to_string(), ..Default::default() };
+    api.checkpoint("talker", &tcp).expect("checkpoint with open_tcp");
+    assert!(dir.join("tcp/inventory.img").is_file());
+    let at = received();
+    wait_for(|| received() > at, "the connection carrying numbers after the dump");
+    c.remove("talker");
 
     // A terminal container: its pty is dumped with it.
     c.track("tty");
