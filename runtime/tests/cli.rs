@@ -309,7 +309,8 @@ fn events_report_stats_and_oom_kills() {
     let mut b = Bundle::new("events");
     b.spec["linux"]["resources"]["memory"] = json!({"limit": 33554432, "swap": 33554432});
     b.spec["linux"]["resources"]["pids"] = json!({"limit": 40});
-    b.start_detached(&["sh", "-c", "sleep 1; (tail /dev/zero); sleep 2"]);
+    // The hog starts once the test has seen the stream running (its first stats event).
+    b.start_detached(&["sh", "-c", "until [ -e /tmp/go ]; do sleep 0.1; done; (tail /dev/zero); sleep 2"]);
     let once = b.runc(&["events", "--stats", &b.id]);
     assert!(once.status.success(), "{once:?}");
     let event: Value = serde_json::from_slice(&once.stdout).unwrap();
@@ -321,7 +322,7 @@ fn events_report_stats_and_oom_kills() {
     assert!(data["pids"]["current"].as_u64().unwrap() >= 1, "{data}");
     assert!(data["cpu"]["usage"]["total"].as_u64().unwrap() > 0, "{data}");
 
-    // The stream, until the container has stopped (bounded by the test's own timeout).
+    // The stream, until the container has stopped (killed after 60 s if it does not end).
     let mut stream = std::process::Command::new(common::RUNC)
         .args(common::driver_flag())
         .arg("--root")
@@ -331,21 +332,26 @@ fn events_report_stats_and_oom_kills() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let pid = stream.id();
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    let pid = nix::unistd::Pid::from_raw(stream.id() as i32);
     let watchdog = std::thread::spawn(move || {
-        std::thread::sleep(std::time::Duration::from_secs(30));
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL);
+        if finished.recv_timeout(std::time::Duration::from_secs(60)).is_err() {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        }
     });
-    let mut text = String::new();
-    std::io::Read::read_to_string(stream.stdout.as_mut().unwrap(), &mut text).unwrap();
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stream.stdout.take().unwrap()));
+    let first = lines.next().expect("a first event").unwrap();
+    assert!(b.runc(&["exec", &b.id, "touch", "/tmp/go"]).status.success());
+    let mut events: Vec<Value> = vec![serde_json::from_str(&first).unwrap()];
+    events.extend(lines.map(|l| serde_json::from_str(&l.unwrap()).unwrap()));
     let status = stream.wait().unwrap();
-    assert!(status.success(), "events ended with {status:?} (killed after 30 s?): {text}");
-    drop(watchdog);
-    let events: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let _ = done.send(());
+    watchdog.join().unwrap();
     let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert!(status.success(), "events ended with {status:?} (killed after 60 s?): {types:?}");
     // (v1 may notify more than once for one kill, as runc reports it too.)
     assert!(types.contains(&"oom"), "the OOM kill: {types:?}");
-    assert!(types.iter().filter(|t| **t == "stats").count() >= 3, "stats every 500 ms for 3 s: {types:?}");
+    assert!(types.iter().filter(|t| **t == "stats").count() >= 3, "stats every 500 ms for 2 s: {types:?}");
 
     let stopped = b.runc(&["events", "--stats", &b.id]);
     assert!(!stopped.status.success() && String::from_utf8_lossy(&stopped.stderr).contains("is not running"), "{stopped:?}");

@@ -100,6 +100,16 @@ fn start(program: Program, args: &[String], env: &[String], placed: &[(&OwnedFd,
     // Staged copies are close-on-exec in this process; dup2 in the child clears the flag on the target.
     let staged: Vec<OwnedFd> = placed.iter().map(|(fd, _)| dup_above(fd.as_raw_fd(), STAGING_FLOOR)).collect::<io::Result<_>>()?;
     let moves: Vec<(RawFd, RawFd)> = placed.iter().zip(&staged).map(|((_, target), staged)| (staged.as_raw_fd(), *target)).collect();
+    // The executable's descriptor too: at its own number it could be one of the targets (a preserved
+    // descriptor's, say), overwritten by the moves before the exec reads it.
+    let staged_program;
+    let program = match program {
+        Program::Descriptor(fd) => {
+            staged_program = dup_above(fd, STAGING_FLOOR)?;
+            Program::Descriptor(staged_program.as_raw_fd())
+        }
+        path => path,
+    };
     clone_and_exec(program, &argv, &envp, &moves, birthplace)
 }
 
@@ -373,5 +383,21 @@ mod tests {
         let blocked = u64::from_str_radix(text.trim().trim_start_matches("SigBlk:").trim(), 16).unwrap();
         let glibc_internal = (1u64 << (32 - 1)) | (1u64 << (33 - 1));
         assert_eq!(blocked & glibc_internal, glibc_internal, "{text}");
+    }
+
+    /// An executable whose descriptor has the number another descriptor is placed at still runs: the
+    /// moves cannot overwrite it. (With `--preserve-fds`, the helper binary's descriptor at 10 was
+    /// replaced by the preserved one, and the helper failed with EACCES or ENOEXEC.)
+    #[test]
+    fn the_executable_survives_a_move_onto_its_number() {
+        let executable = dup_above(std::fs::File::open("/bin/true").unwrap().as_raw_fd(), 40).unwrap();
+        let null = OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
+        let number = executable.as_raw_fd();
+        assert!(number < STAGING_FLOOR, "a free descriptor below the staging floor: {number}");
+        let placed = [(&null, 0), (&null, 1), (&null, 2), (&null, number)];
+        let args = vec!["true".to_owned()];
+        let pid = start(Program::Descriptor(number), &args, &[], &placed, Birthplace::HERE).expect("execute /bin/true by descriptor");
+        let status = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(pid as i32), None).unwrap();
+        assert_eq!(status, nix::sys::wait::WaitStatus::Exited(nix::unistd::Pid::from_raw(pid as i32), 0));
     }
 }
