@@ -190,15 +190,21 @@ fn open_dir(path: &Path, what: &str, create: bool) -> Result<OwnedFd> {
 /// CRIU's failure as an error naming its log, with the log's last error lines (the directory may be
 /// gone by the time someone reads it).
 fn criu_failure(what: String, response: &myshim_protos::CriuResp, log: PathBuf) -> Error {
-    let mut reason = response.cr_errmsg.clone().filter(|m| !m.is_empty()).unwrap_or_else(|| match response.cr_errno {
+    let mut reason = response.cr_errmsg.clone().filter(|m| !m.is_empty() && !is_not_a_cause(m)).unwrap_or_else(|| match response.cr_errno {
         Some(errno) if errno != 0 => format!("criu failed: {}", crate::error::lower(&std::io::Error::from_raw_os_error(errno))),
         _ => "criu failed".to_owned(),
     });
-    let errors: Vec<String> = fs::read_to_string(&log).unwrap_or_default().lines().filter(|l| l.contains("Error")).map(str::to_owned).collect();
+    let errors: Vec<String> = fs::read_to_string(&log).unwrap_or_default().lines().filter(|l| l.contains("Error") && !is_not_a_cause(l)).map(str::to_owned).collect();
     if let Some(last) = errors.iter().rev().take(3).rev().cloned().reduce(|a, b| format!("{a}; {b}")) {
         reason = format!("{reason}: {last}");
     }
     Error::Criu { what, reason, log }
+}
+
+/// CRIU logs its failure to raise its own descriptor limit (where root lacks CAP_SYS_RESOURCE) as an
+/// error and carries on; as the first error, it would stand in CRIU's message for the real one.
+fn is_not_a_cause(line: &str) -> bool {
+    line.contains("Can't setup RLIMIT_NOFILE for self")
 }
 
 /// The namespace of `typ` the spec joins by path, with the key CRIU knows it by.
