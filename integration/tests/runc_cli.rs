@@ -1,7 +1,8 @@
 //! containerd 2.1's own runc shim (`io.containerd.runc.v2`) driving `myshim-runc` as its runc
 //! binary (`ctr run --runc-binary`): the runtime is a drop-in runc, checkpoint and restore included.
 
-use myshim_integration::{image, leaks, paths, Containerd, Version};
+use myshim_integration::api::TasksApi;
+use myshim_integration::{host, image, leaks, paths, Containerd, Version};
 
 #[test]
 fn containerd_runc_shim_drives_myshim_runc() {
@@ -23,6 +24,11 @@ fn containerd_runc_shim_drives_myshim_runc() {
     assert_eq!(c.task_status("long").as_deref(), Some("PAUSED"));
     c.ctr(&["task", "resume", "long"]).ok();
     assert!(c.ctr(&["task", "ps", "long"]).ok().stdout.lines().count() >= 2);
+    // `update --resources -` with the resources on stdin, as the runc shim sends them.
+    let api = TasksApi::connect(&c.socket(), &c.namespace);
+    api.update("long", serde_json::json!({"memory": {"limit": 100663296}})).expect("Update through the runc shim");
+    let limit_file = host::cgroup_file(&host::cgroup_relative(&c.namespace, "long"), "memory", "memory.limit_in_bytes", "memory.max");
+    assert_eq!(std::fs::read_to_string(&limit_file).unwrap().trim(), "100663296", "{}", limit_file.display());
 
     // Checkpoint and live restore as the runc shim drives them (`checkpoint --image-path --work-path
     // --leave-running …`, `restore --detach --pid-file --no-subreaper …`), with CRIU on PATH.
