@@ -46,6 +46,8 @@ impl Podman {
             .args(["--cgroup-manager", "cgroupfs", "--events-backend", "file", "--storage-driver", "overlay"])
             .args(args)
             .env("CONTAINERS_CONF", self.dir.join("containers.conf"))
+            // CRIU where Podman (and the runtime it starts) look for it: on PATH.
+            .env("PATH", format!("{}:{}", paths::criu_dir().display(), std::env::var("PATH").unwrap_or_default()))
             .stdin(Stdio::null());
         command
     }

@@ -89,3 +89,27 @@ fn podman_terminal() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("/dev/pts/0"), "{text} {}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// `podman container checkpoint` and `restore` (Podman asks the runtime's `checkpoint --help` whether
+/// it can): the counter stops with the checkpoint and goes on from where it was after the restore;
+/// `--leave-running` keeps it counting.
+#[test]
+fn podman_checkpoint_and_restore() {
+    let p = Podman::new("ckpt");
+    let counter = "i=0; while :; do i=$((i+1)); echo $i > /tmp/next; mv /tmp/next /tmp/count; sleep 0.1; done";
+    p.run(&["-d", "--name", "counter"], &["sh", "-c", counter]).ok();
+    let count = || p.podman(&["exec", "counter", "cat", "/tmp/count"]).stdout.trim().parse::<u64>().unwrap_or(0);
+    wait_for(|| count() > 3, "the counter counting");
+
+    p.podman(&["container", "checkpoint", "--leave-running", "counter"]).ok();
+    assert_eq!(p.inspect("counter", "{{.State.Status}}"), "running");
+    p.podman(&["container", "checkpoint", "counter"]).ok();
+    assert_eq!(p.inspect("counter", "{{.State.Status}}"), "exited");
+    p.podman(&["container", "restore", "counter"]).ok();
+    assert_eq!(p.inspect("counter", "{{.State.Status}}"), "running");
+    let resumed = count();
+    assert!(resumed > 3, "restored with its count: {resumed}");
+    wait_for(|| count() > resumed + 3, "the restored counter counting on");
+    p.podman(&["rm", "--force", "--time", "0", "counter"]).ok();
+    wait_for(|| leaks::container_processes(&p.namespace).is_empty(), "no process left below the instance's cgroup parent");
+}

@@ -279,6 +279,9 @@ fn version_help_and_list() {
     assert!(text.starts_with("myshim-runc version ") && text.lines().any(|l| l.starts_with("spec: 1.")), "{text}");
     let help = b.runc(&["--help"]);
     assert!(help.status.success() && String::from_utf8_lossy(&help.stdout).contains("checkpoint"), "{help:?}");
+    // A verb's --help succeeds (Podman asks `checkpoint --help` whether the runtime can checkpoint).
+    let verb_help = b.runc(&["checkpoint", "--help"]);
+    assert!(verb_help.status.success() && String::from_utf8_lossy(&verb_help.stdout).contains("CRIU"), "{verb_help:?}");
     // A root that does not exist yet lists nothing.
     let empty = b.runc(&["list", "--format", "json"]);
     assert!(empty.status.success(), "{empty:?}");

@@ -261,6 +261,16 @@ impl Args {
 fn run(global: &Global, mut args: Args) -> Result<u8> {
     let verbs: Vec<&str> = VERBS.iter().map(|(verb, _)| *verb).collect();
     let verb = args.positional(&format!("a command ({})", verbs.join(", ")))?;
+    // `<verb> --help` succeeds, as runc's: Podman asks `checkpoint --help` whether the runtime can
+    // checkpoint. (Only among the verb's own flags: exec's command may take -h.)
+    let flags_end = args.items.iter().position(|a| !a.starts_with('-') || a == "--").unwrap_or(args.items.len());
+    if args.items[..flags_end].iter().any(|a| a == "--help" || a == "-h") {
+        match VERBS.iter().find(|(v, _)| *v == verb) {
+            Some((verb, what)) => println!("myshim-runc {verb}: {what}\n\nusage: myshim-runc [global flags] {verb} [flags] <container-id>"),
+            None => bail!("unknown command {verb:?}"),
+        }
+        return Ok(0);
+    }
     match verb.as_str() {
         "create" => {
             let options = CreateFlags::parse(&mut args)?;
