@@ -202,3 +202,26 @@ fn blkio_json(service_bytes: &[BlkioEntry], serviced: &[BlkioEntry]) -> Value {
     };
     omit_zero(json!({ "ioServiceBytesRecursive": entries(service_bytes), "ioServicedRecursive": entries(serviced) }), &["ioServiceBytesRecursive", "ioServicedRecursive"])
 }
+
+/// A duration as Go writes it (`5s`, `500ms`, `1m30s`, `2h`).
+pub fn parse_duration(text: &str) -> Result<std::time::Duration> {
+    let mut total = 0f64;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let number_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
+        let unit_end = rest[number_end..].find(|c: char| c.is_ascii_digit()).map_or(rest.len(), |i| number_end + i);
+        let value: f64 = rest[..number_end].parse().with_context(|| format!("--interval {text:?}: not a duration (5s, 500ms, 1m)"))?;
+        let seconds = match &rest[number_end..unit_end] {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => bail!("--interval {text:?}: not a duration (5s, 500ms, 1m)"),
+        };
+        total += value * seconds;
+        rest = &rest[unit_end..];
+    }
+    Ok(std::time::Duration::from_secs_f64(total))
+}

@@ -6,9 +6,11 @@
 //! `--version`, `--help`. Verbs: see [`VERBS`].
 
 mod events;
+mod list;
+mod update;
 
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -310,13 +312,13 @@ fn run(global: &Global, mut args: Args) -> Result<u8> {
         "list" => {
             let format = args.flag(&["--format", "-f"]).unwrap_or_else(|| "table".into());
             let quiet = args.switch(&["--quiet", "-q"]);
-            list(global, &format, quiet)?;
+            list::print(global, &format, quiet)?;
             Ok(0)
         }
         "events" => {
             let stats_once = args.switch(&["--stats"]);
             let interval = match args.flag(&["--interval"]) {
-                Some(text) => parse_duration(&text)?,
+                Some(text) => events::parse_duration(&text)?,
                 None => std::time::Duration::from_secs(5),
             };
             let id = args.positional("container id")?;
@@ -375,25 +377,8 @@ fn run(global: &Global, mut args: Args) -> Result<u8> {
             Ok(0)
         }
         "update" => {
-            // As runc: the resources come from `--resources` (a file, or `-` for stdin), or else
-            // from its flags; never both.
-            let file = args.flag(&["--resources", "-r"]);
-            let from_flags = update_flags(&mut args)?;
+            let resources = update::resources(&mut args)?;
             let id = args.positional("container id")?;
-            let resources: oci_spec::runtime::LinuxResources = match file.as_deref() {
-                Some(_) if from_flags != serde_json::json!({}) => bail!("update: --resources and the flags for single resources exclude each other"),
-                None => serde_json::from_value(from_flags).context("the resources of update's flags")?,
-                Some(source) => {
-                    let text = if source == "-" {
-                        let mut text = String::new();
-                        std::io::stdin().read_to_string(&mut text).context("read the resources from stdin")?;
-                        text
-                    } else {
-                        fs::read_to_string(source).with_context(|| format!("read {source}"))?
-                    };
-                    serde_json::from_str(&text).context("parse the resources (LinuxResources JSON)")?
-                }
-            };
             load(global, &id)?.update(&resources)?;
             Ok(0)
         }
@@ -597,139 +582,6 @@ fn restore(global: &Global, mut args: Args) -> Result<u8> {
     let code = sys::wait_for_exit(container.pid()).context("wait for the restored container")?;
     container.destroy(&Runtime::default())?;
     Ok(code as u8)
-}
-
-/// runc update's flags for single resources, as `LinuxResources` JSON (`{}` when none is given).
-/// Intel RDT is not supported, and its flags are refused.
-fn update_flags(args: &mut Args) -> Result<serde_json::Value> {
-    use serde_json::{json, Value};
-    for unsupported in ["--l3-cache-schema", "--mem-bw-schema"] {
-        if args.flag(&[unsupported]).is_some() {
-            bail!("update {unsupported}: Intel RDT is not supported");
-        }
-    }
-    let mut resources = json!({});
-    let mut set = |section: &str, key: &str, value: Value| {
-        resources.as_object_mut().into_iter().for_each(|r| {
-            r.entry(section).or_insert_with(|| json!({}))[key] = value.clone();
-        })
-    };
-    let number = |flag: &str, text: &str| -> Result<i64> { text.parse().with_context(|| format!("update {flag} {text:?}: not a number")) };
-    for (flag, section, key) in [("--blkio-weight", "blockIO", "weight"), ("--cpu-share", "cpu", "shares"), ("--cpu-period", "cpu", "period"), ("--cpu-quota", "cpu", "quota"),
-        ("--cpu-rt-period", "cpu", "realtimePeriod"), ("--cpu-rt-runtime", "cpu", "realtimeRuntime"), ("--cpu-idle", "cpu", "idle"), ("--pids-limit", "pids", "limit")]
-    {
-        if let Some(text) = args.flag(&[flag]) {
-            set(section, key, json!(number(flag, &text)?));
-        }
-    }
-    for (flag, key) in [("--cpuset-cpus", "cpus"), ("--cpuset-mems", "mems")] {
-        if let Some(text) = args.flag(&[flag]) {
-            set("cpu", key, json!(text));
-        }
-    }
-    for (flag, key) in [("--memory", "limit"), ("--memory-reservation", "reservation"), ("--memory-swap", "swap"), ("--kernel-memory", "kernel"), ("--kernel-memory-tcp", "kernelTCP")] {
-        if let Some(text) = args.flag(&[flag]) {
-            set("memory", key, json!(parse_bytes(flag, &text)?));
-        }
-    }
-    Ok(resources)
-}
-
-/// A size as runc's flags take it: bytes, or a number with a binary suffix (`64m`, `1G`, `512KiB`);
-/// -1 for no limit.
-fn parse_bytes(flag: &str, text: &str) -> Result<i64> {
-    if text == "-1" {
-        return Ok(-1);
-    }
-    let lower = text.trim().to_ascii_lowercase();
-    let digits_end = lower.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(lower.len());
-    let (number, unit) = lower.split_at(digits_end);
-    let shift = match unit.trim_end_matches("ib").trim_end_matches('b') {
-        "" => 0,
-        "k" => 10,
-        "m" => 20,
-        "g" => 30,
-        "t" => 40,
-        "p" => 50,
-        _ => bail!("update {flag} {text:?}: not a size (a number, with k, m, g, t or p)"),
-    };
-    let value: f64 = number.parse().with_context(|| format!("update {flag} {text:?}: not a size"))?;
-    Ok((value * (1u64 << shift) as f64) as i64)
-}
-
-/// A duration as Go writes it (`5s`, `500ms`, `1m30s`, `2h`).
-fn parse_duration(text: &str) -> Result<std::time::Duration> {
-    let mut total = 0f64;
-    let mut rest = text;
-    while !rest.is_empty() {
-        let number_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
-        let unit_end = rest[number_end..].find(|c: char| c.is_ascii_digit()).map_or(rest.len(), |i| number_end + i);
-        let value: f64 = rest[..number_end].parse().with_context(|| format!("--interval {text:?}: not a duration (5s, 500ms, 1m)"))?;
-        let seconds = match &rest[number_end..unit_end] {
-            "ns" => 1e-9,
-            "us" | "µs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => bail!("--interval {text:?}: not a duration (5s, 500ms, 1m)"),
-        };
-        total += value * seconds;
-        rest = &rest[unit_end..];
-    }
-    Ok(std::time::Duration::from_secs_f64(total))
-}
-
-/// `list`: the containers under `--root`, as runc prints them (a table, or `--format json`).
-fn list(global: &Global, format: &str, quiet: bool) -> Result<()> {
-    let mut containers = Vec::new();
-    if let Ok(entries) = fs::read_dir(&global.root) {
-        for entry in entries.flatten() {
-            // Directories that hold no container state (a half-made one) are not listed.
-            let Ok(container) = Container::load(&entry.path()) else { continue };
-            let mut state = oci_state(&container);
-            let uid = std::os::unix::fs::MetadataExt::uid(&entry.metadata()?);
-            state["owner"] = user_name(uid).into();
-            containers.push(state);
-        }
-    }
-    containers.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
-    if quiet {
-        for c in &containers {
-            println!("{}", c["id"].as_str().unwrap_or_default());
-        }
-        return Ok(());
-    }
-    match format {
-        "json" => println!("{}", serde_json::to_string(&containers)?),
-        "table" => {
-            let header = ["ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER"];
-            let text = |v: &serde_json::Value| v.as_str().map(str::to_owned).unwrap_or_else(|| v.to_string());
-            let rows: Vec<Vec<String>> = containers
-                .iter()
-                .map(|c| vec![text(&c["id"]), text(&c["pid"]), text(&c["status"]), text(&c["bundle"]), text(&c["created"]), text(&c["owner"])])
-                .collect();
-            let widths: Vec<usize> = (0..header.len()).map(|i| rows.iter().map(|r| r[i].len()).chain([header[i].len(), 11]).max().unwrap_or(0) + 1).collect();
-            let line = |cells: Vec<String>| cells.iter().zip(&widths).map(|(cell, w)| format!("{cell:<w$}")).collect::<String>().trim_end().to_owned();
-            println!("{}", line(header.iter().map(|h| h.to_string()).collect()));
-            for row in rows {
-                println!("{}", line(row));
-            }
-        }
-        other => bail!("list --format {other:?}: table or json"),
-    }
-    Ok(())
-}
-
-/// The name of a user id from /etc/passwd, or `#uid` (as runc shows an unknown owner).
-fn user_name(uid: u32) -> String {
-    let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
-    passwd
-        .lines()
-        .map(|line| line.split(':').collect::<Vec<_>>())
-        .find(|fields| fields.len() > 2 && fields[2] == uid.to_string())
-        .map(|fields| fields[0].to_owned())
-        .unwrap_or_else(|| format!("#{uid}"))
 }
 
 /// `--preserve-fds N`: how many descriptors after stdio the program gets.
