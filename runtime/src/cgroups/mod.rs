@@ -735,6 +735,47 @@ fn create_path(hierarchy: &Hierarchy, path: &str) -> Result<CgroupDir> {
     Ok(CgroupDir { hierarchy: hierarchy.clone(), dir })
 }
 
+/// A directory standing in for a cgroup (or a cgroupfs) in unit tests, removed when dropped, also
+/// when the test fails.
+#[cfg(test)]
+pub(crate) mod fake {
+    use std::fs;
+    use std::path::Path;
+
+    pub struct FakeCgroup(std::path::PathBuf);
+
+    impl std::ops::Deref for FakeCgroup {
+        type Target = Path;
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl AsRef<Path> for FakeCgroup {
+        fn as_ref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for FakeCgroup {
+        fn drop(&mut self) {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// A fresh directory holding `files`.
+    pub fn fake_cgroup(files: &[(&str, &str)]) -> FakeCgroup {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let dir = std::env::temp_dir().join(format!("myshim-fake-cgroup-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst)));
+        fs::create_dir_all(&dir).unwrap();
+        for (name, content) in files {
+            fs::write(dir.join(name), content).unwrap();
+        }
+        FakeCgroup(dir)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -762,9 +803,8 @@ mod tests {
     /// handed down along its path.
     #[test]
     fn v2_groups_enable_controllers_along_the_path() {
-        let root = std::env::temp_dir().join(format!("myshim-fake-v2-{}", std::process::id()));
-        fs::create_dir_all(&root).unwrap();
-        fs::write(root.join("cgroup.controllers"), "cpu memory pids").unwrap();
+        let fake = fake::fake_cgroup(&[("cgroup.controllers", "cpu memory pids")]);
+        let root = fake.to_path_buf();
         let hierarchy = Hierarchy { controllers: vec!["cpu".into(), "memory".into(), "pids".into()], mount_point: root.clone(), unified: true };
         let cgroup = Cgroup::create_in(&[hierarchy], "/pod/c1", "c1").unwrap();
         assert!(cgroup.is_v2());
@@ -776,7 +816,6 @@ mod tests {
         assert_eq!(fs::read_to_string(root.join("pod/c1/pids.max")).unwrap(), "7");
         let err = cgroup.apply(&serde_json::from_str(r#"{"hugepageLimits":[{"pageSize":"2MB","limit":1}]}"#).unwrap()).unwrap_err();
         assert!(err.to_string().contains("hugetlb controller"), "{err}");
-        fs::remove_dir_all(&root).unwrap();
     }
 
     #[test]
@@ -792,7 +831,8 @@ mod tests {
     /// after the group was last seen only, and only for an init that died of SIGKILL.
     #[test]
     fn a_kill_is_found_in_the_parent_once_the_group_is_gone() {
-        let parent = std::env::temp_dir().join(format!("myshim-fake-parent-{}", std::process::id()));
+        let fake = fake::fake_cgroup(&[]);
+        let parent = fake.to_path_buf();
         let group = parent.join("myshim-c1.scope");
         let events = |dir: &Path, kills: u32| fs::write(dir.join("memory.events"), format!("max 4\noom 1\noom_kill {kills}\n")).unwrap();
         fs::create_dir_all(&group).unwrap();
@@ -814,6 +854,5 @@ mod tests {
         events(&parent, 8);
         assert!(watch.unreported_kill(true));
         assert!(!watch.unreported_kill(true), "reported once");
-        fs::remove_dir_all(&parent).unwrap();
     }
 }

@@ -187,37 +187,7 @@ mod tests {
     use super::*;
 
     /// A directory standing in for a v2 group, removed when dropped.
-    struct FakeCgroup(std::path::PathBuf);
-
-    impl std::ops::Deref for FakeCgroup {
-        type Target = Path;
-        fn deref(&self) -> &Path {
-            &self.0
-        }
-    }
-
-    impl AsRef<Path> for FakeCgroup {
-        fn as_ref(&self) -> &Path {
-            &self.0
-        }
-    }
-
-    impl Drop for FakeCgroup {
-        fn drop(&mut self) {
-            let _ = fs::remove_dir_all(&self.0);
-        }
-    }
-
-    fn fake_cgroup(files: &[(&str, &str)]) -> FakeCgroup {
-        use std::sync::atomic::{AtomicU32, Ordering};
-        static NEXT: AtomicU32 = AtomicU32::new(0);
-        let dir = std::env::temp_dir().join(format!("myshim-fake-cgroup-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst)));
-        fs::create_dir_all(&dir).unwrap();
-        for (name, content) in files {
-            fs::write(dir.join(name), content).unwrap();
-        }
-        FakeCgroup(dir)
-    }
+    use crate::cgroups::fake::fake_cgroup;
 
     fn resources(json: &str) -> LinuxResources {
         serde_json::from_str(json).unwrap()
