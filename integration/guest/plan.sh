@@ -18,13 +18,15 @@ for line in sys.stdin:
 
 step() { printf '%s\t%s\n' "$1" "$2"; }
 # The runtime's root tests under the cgroupfs driver; those about cgroups again under systemd's (of
-# the escape tests, those whose cgroup the driver makes: the others take the same path under both).
+# the CLI and escape tests, those whose cgroup the driver makes or uses: the others take the same
+# path under both).
 for suite in cgroups namespaces process rootfs hooks_and_exec cli escapes checkpoint; do
   step "runtime-$suite" "${exe[runtime/$suite]} --test-threads 2"
 done
-for suite in cgroups cli checkpoint; do
+for suite in cgroups checkpoint; do
   step "runtime-$suite-systemd" "MYSHIM_TEST_CGROUP_DRIVER=systemd ${exe[runtime/$suite]} --test-threads 2"
 done
+step "runtime-cli-systemd" "MYSHIM_TEST_CGROUP_DRIVER=systemd ${exe[runtime/cli]} create_start_state_pause_kill_delete events update_takes bad_specs --test-threads 2"
 step "runtime-escapes-systemd" "MYSHIM_TEST_CGROUP_DRIVER=systemd ${exe[runtime/escapes]} a_cgroup_in_use hugetlb_page_sizes update_is_all_or_nothing --test-threads 2"
 step "runtime-unit" "${exe[runtime/myshim_runtime]}"
 # Through containerd 2.1 (the version whose CRI gives systemd cgroups paths to pods in slices): end

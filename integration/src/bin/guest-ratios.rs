@@ -9,7 +9,9 @@ use std::time::Instant;
 use myshim_integration::containerd::RUNTIME;
 use myshim_integration::{image, procfs, Containerd, Version};
 
-const RUNS: usize = 8;
+/// Interleaved rounds per driver: a report of each lane run, kept short (every run costs about 5 s of
+/// emulation).
+const RUNS: usize = 5;
 
 fn median(mut samples: Vec<f64>) -> f64 {
     samples.sort_by(|a, b| a.total_cmp(b));
