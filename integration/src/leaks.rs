@@ -34,6 +34,20 @@ pub fn clean_up(containerd: &Containerd) {
     for (pid, _) in shim_processes(containerd) {
         kill(pid);
     }
+    // containerd's runc shims, which some tests run beside myshim's: they outlive their containerd
+    // and keep their sockets. (Found by their -address, so only this instance's.)
+    let address = containerd.socket().display().to_string();
+    for pid in processes().filter(|pid| {
+        let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        cmdline.contains("containerd-shim-runc-v2") && cmdline.contains(&format!("-address {address} "))
+    }) {
+        let sockets = crate::procfs::unix_socket_paths(pid);
+        kill(pid);
+        for socket in sockets.iter().filter(|s| s.starts_with("/run/containerd/s/")) {
+            let _ = fs::remove_file(socket);
+        }
+    }
     remove_containers(&containerd.namespace, &containerd.dir);
     for socket in shim_sockets(containerd) {
         let _ = fs::remove_file(&socket);

@@ -79,3 +79,24 @@ pub fn holders_of_pipes(pid: u32) -> Vec<String> {
     }
     lines
 }
+
+/// The paths of the unix sockets a process has open (listening ones among them), from its
+/// descriptors' inodes and /proc/net/unix.
+pub fn unix_socket_paths(pid: u32) -> Vec<String> {
+    let inodes: Vec<String> = fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| fs::read_link(e.path()).ok()?.to_str()?.strip_prefix("socket:[")?.strip_suffix(']').map(str::to_owned))
+        .collect();
+    // Lines: Num RefCount Protocol Flags Type St Inode [Path]
+    fs::read_to_string("/proc/net/unix")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.len() == 8 && inodes.iter().any(|i| i == fields[6])).then(|| fields[7].to_owned())
+        })
+        .collect()
+}
