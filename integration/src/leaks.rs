@@ -36,12 +36,7 @@ pub fn clean_up(containerd: &Containerd) {
     }
     // containerd's runc shims, which some tests run beside myshim's: they outlive their containerd
     // and keep their sockets. (Found by their -address, so only this instance's.)
-    let address = containerd.socket().display().to_string();
-    for pid in processes().filter(|pid| {
-        let cmdline = fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        cmdline.contains("containerd-shim-runc-v2") && cmdline.contains(&format!("-address {address} "))
-    }) {
+    for (pid, _) in shims_of(RUNC_SHIM, &containerd.socket().display().to_string()) {
         let sockets = crate::procfs::unix_socket_paths(pid);
         kill(pid);
         for socket in sockets.iter().filter(|s| s.starts_with("/run/containerd/s/")) {
@@ -97,11 +92,19 @@ pub fn shim_processes(containerd: &Containerd) -> Vec<(u32, String)> {
 
 /// myshim processes started for the containerd at `address`: (pid, command line).
 pub fn shims_of_address(address: &str) -> Vec<(u32, String)> {
+    shims_of("containerd-shim-myshim-v1", address)
+}
+
+/// containerd's runc shim binary.
+const RUNC_SHIM: &str = "containerd-shim-runc-v2";
+
+/// Processes of the shim `binary` started for the containerd at `address`: (pid, command line).
+fn shims_of(binary: &str, address: &str) -> Vec<(u32, String)> {
     processes()
         .filter_map(|pid| {
             let cmdline = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
             let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            (cmdline.contains("containerd-shim-myshim-v1") && cmdline.contains(address)).then_some((pid, cmdline))
+            (cmdline.contains(binary) && cmdline.contains(address)).then_some((pid, cmdline))
         })
         .collect()
 }
